@@ -20,8 +20,19 @@
 namespace qgemma {
 
 enum class GgufValueType : uint32_t {
-  UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6, BOOL = 7,
-  STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
+  UINT8 = 0,
+  INT8 = 1,
+  UINT16 = 2,
+  INT16 = 3,
+  UINT32 = 4,
+  INT32 = 5,
+  FLOAT32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+  UINT64 = 10,
+  INT64 = 11,
+  FLOAT64 = 12,
 };
 std::string_view gguf_type_name(GgufValueType t);
 
@@ -32,7 +43,8 @@ struct GgufValue {
     std::vector<GgufValue> items;
   };
   GgufValueType type;
-  std::variant<uint64_t, int64_t, double, bool, std::string, Array> v;  // ints widen, floats to double
+  // Integers widen to uint64_t (unsigned types) or int64_t (signed types), floats to double.
+  std::variant<uint64_t, int64_t, double, bool, std::string, Array> v;
 
   static GgufValue u32(uint32_t x);
   static GgufValue i32(int32_t x);
@@ -55,9 +67,9 @@ struct GgufTensor {
   std::string name;
   std::vector<int64_t> shape;  // ggml order: shape[0] is the contiguous (row) dimension
   TensorType type;
-  uint64_t offset;             // from the start of the data section
+  uint64_t offset;  // from the start of the data section
   uint64_t nbytes;
-  const uint8_t* data;         // points into the mapping
+  const uint8_t* data;  // points into the mapping
   int64_t n_elements() const;
 };
 
@@ -65,6 +77,9 @@ class GgufFile {
  public:
   // Maps and parses the header; throws Error on anything malformed.
   static std::unique_ptr<GgufFile> open(const std::string& path);
+  // Parses a GGUF image already in memory (used by the fuzzer and tests). `name` stands for the
+  // file in error messages; `bytes` must outlive the returned object (tensor data points into it).
+  static std::unique_ptr<GgufFile> parse(std::string name, std::span<const uint8_t> bytes);
   ~GgufFile();
   GgufFile(const GgufFile&) = delete;
   GgufFile& operator=(const GgufFile&) = delete;
@@ -78,6 +93,7 @@ class GgufFile {
   const std::vector<GgufKV>& metadata() const;
   const GgufValue* find(std::string_view key) const;  // nullptr if absent
   bool has(std::string_view key) const;
+  const GgufValue& require(std::string_view key) const;  // throws "... is missing"
 
   // Typed getters: throw Error "<file>: metadata key '<key>': expected <T>, found <type>" or
   // "... is missing". Integer getters accept any integer type whose value fits.
@@ -89,6 +105,7 @@ class GgufFile {
   std::vector<std::string> get_string_array(std::string_view key) const;
   std::vector<float> get_f32_array(std::string_view key) const;
   std::vector<int64_t> get_int_array(std::string_view key) const;
+  std::vector<bool> get_bool_array(std::string_view key) const;
   // An integer key that may be a scalar or a per-layer array (llama.cpp writes both forms).
   std::vector<int64_t> get_int_or_array(std::string_view key, size_t n) const;
   std::optional<int64_t> get_int_opt(std::string_view key) const;

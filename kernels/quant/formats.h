@@ -91,6 +91,7 @@ struct TypeTraits {
 
 // Traits of a type id; returns {"unknown", 0, 0, false} for ids qgemma does not know.
 const TypeTraits& type_traits(TensorType t);
+// True for the GGML type ids listed above (the ids a GGUF file may hold; not the repacked ones).
 bool is_known_type(uint32_t id);
 // Bytes of one row of n elements; n must be a multiple of the block size (checked by callers).
 size_t row_size(TensorType t, int64_t n);

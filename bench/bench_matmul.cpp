@@ -1,0 +1,187 @@
+// Matmul benchmarks: GEMV at the Gemma 4 12B shapes (R = 1, and R = 4, 8 for speculative
+// verification) and GEMM at batches 64 and 512, per weight format and ISA variant, all threads of
+// the pool splitting N. Names: <gemv|gemm>/<format>/<isa>/K<k>_N<n>/R<r>, so
+// --benchmark_filter='gemv/q4_0x8/avx512' selects a quick subset.
+//
+// Counters (per second, with real time):
+//   GB/s       weight bytes read per second
+//   bw_frac    GB/s over the measured read bandwidth (bench/ceiling.h)
+//   GOPS       2*R*N*K ops per second
+//   peak_frac  GOPS over the measured int8 peak
+// The weights rotate through enough copies to exceed 512 MiB (twice the L3 of this machine) so GEMV
+// reads come from DRAM, as in decoding a 7 GB model.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bench/ceiling.h"
+#include "kernels/cpu.h"
+#include "kernels/matmul/matmul.h"
+#include "kernels/quant/quant.h"
+#include "runtime/threadpool.h"
+
+namespace qgemma::bench {
+namespace {
+
+constexpr size_t kColdBytes = size_t{512} << 20;
+
+TensorType plain_type(TensorType t) {
+  if (t == TensorType::Q4_0x8) return TensorType::Q4_0;
+  if (t == TensorType::Q8_0x8) return TensorType::Q8_0;
+  return t;
+}
+
+struct Case {
+  TensorType wtype;
+  Isa isa;
+  bool gemm;
+  int64_t K, N, R;
+};
+
+// Weight copies filled by tiling a quantized random 64-row pattern.
+struct WeightSet {
+  size_t bytes_per_copy = 0;
+  int copies = 0;
+  std::vector<uint8_t> data;
+};
+
+WeightSet make_weights(TensorType wtype, int64_t N, int64_t K) {
+  const TensorType plain = plain_type(wtype);
+  const int64_t pat_rows = std::min<int64_t>(64, N);
+  const size_t rs = row_size(plain, K);
+  std::vector<uint8_t> pattern(rs * pat_rows), packed(rs * pat_rows);
+  std::mt19937 rng(42);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> f(K);
+  for (int64_t n = 0; n < pat_rows; ++n) {
+    for (float& v : f) v = dist(rng);
+    quantize_row(plain, f.data(), pattern.data() + n * rs, K);
+  }
+  if (plain != wtype) {
+    repack_rows(plain, pattern.data(), packed.data(), K, 0, pat_rows);
+    pattern.swap(packed);
+  }
+  WeightSet w;
+  w.bytes_per_copy = rs * N;
+  w.copies =
+      static_cast<int>(std::max<size_t>(1, (kColdBytes + w.bytes_per_copy - 1) / w.bytes_per_copy));
+  w.data.resize(w.bytes_per_copy * w.copies);
+  for (size_t off = 0; off < w.data.size(); off += pattern.size()) {
+    std::memcpy(w.data.data() + off, pattern.data(), std::min(pattern.size(), w.data.size() - off));
+  }
+  return w;
+}
+
+void run_matmul(benchmark::State& state, Case c) {
+  if (!isa_supported(c.isa)) {
+    state.SkipWithError("ISA not supported on this CPU");
+    return;
+  }
+  MatmulFn fn = nullptr;
+  if (c.isa == Isa::ref) {
+    fn = matmul_pick(c.wtype, c.R, Isa::ref);
+  } else {
+    const MatmulKernels k = matmul_kernels(c.wtype, c.isa);
+    fn = c.gemm ? (k.gemm ? k.gemm : k.gemv) : (k.gemv ? k.gemv : k.gemm);
+  }
+  const WeightSet w = make_weights(c.wtype, c.N, c.K);
+  const TensorType at = vec_dot_type(c.wtype);
+  const size_t ldx = row_size(at, c.K);
+  std::vector<uint8_t> x(ldx * c.R);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> f(c.K);
+  for (int64_t r = 0; r < c.R; ++r) {
+    for (float& v : f) v = dist(rng);
+    quantize_row(at, f.data(), x.data() + r * ldx, c.K);
+  }
+  std::vector<float> y(c.R * c.N);
+  ThreadPool& pool = ThreadPool::global();
+  const int64_t gran = 16;  // keeps the x8 kernels' 16-row pairs whole
+  // Several tasks per thread so a thread slowed by a neighbour process does not stall the rest.
+  const int64_t units = (c.N + gran - 1) / gran;
+  const int64_t tasks =
+      std::min<int64_t>(units, c.R > kGemvMaxRows ? pool.size() : 4 * pool.size());
+  int copy = 0;
+  for (auto _ : state) {
+    const MatmulArgs a{
+        w.data.data() + copy * w.bytes_per_copy, x.data(), ldx, y.data(), c.N, c.K, c.R};
+    pool.parallel_for(tasks, [&](int64_t t, int) {
+      const int64_t n0 = std::min(c.N, units * t / tasks * gran);
+      const int64_t n1 = std::min(c.N, units * (t + 1) / tasks * gran);
+      if (n0 < n1) fn(a, n0, n1);
+    });
+    benchmark::DoNotOptimize(y.data());
+    copy = (copy + 1) % w.copies;
+  }
+  const Ceilings& ceil = ceilings();
+  const double gb = static_cast<double>(w.bytes_per_copy) / 1e9;
+  const double gops = 2.0 * static_cast<double>(c.R) * c.N * c.K / 1e9;
+  using C = benchmark::Counter;
+  state.counters["GB/s"] = C(gb, C::kIsIterationInvariantRate);
+  state.counters["GOPS"] = C(gops, C::kIsIterationInvariantRate);
+  if (ceil.read_gbps > 0)
+    state.counters["bw_frac"] = C(gb / ceil.read_gbps, C::kIsIterationInvariantRate);
+  if (ceil.int8_gops > 0)
+    state.counters["peak_frac"] = C(gops / ceil.int8_gops, C::kIsIterationInvariantRate);
+}
+
+bool is_float(TensorType t) {
+  return t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16;
+}
+
+std::string case_name(const Case& c) {
+  return std::string(c.gemm ? "gemm/" : "gemv/") + std::string(type_traits(c.wtype).name) + "/" +
+         std::string(isa_name(c.isa)) + "/K" + std::to_string(c.K) + "_N" + std::to_string(c.N) +
+         "/R" + std::to_string(c.R);
+}
+
+bool has_variant(TensorType t, Isa isa) {
+  if (isa == Isa::ref) return true;
+  const MatmulKernels k = matmul_kernels(t, isa);
+  return k.gemv != nullptr || k.gemm != nullptr;
+}
+
+void add(const Case& c) {
+  if (!has_variant(c.wtype, c.isa)) return;
+  benchmark::RegisterBenchmark(case_name(c).c_str(), run_matmul, c)
+      ->UseRealTime()
+      ->Unit(benchmark::kMicrosecond)
+      ->MinTime(0.3);
+}
+
+int register_all() {
+  const TensorType types[] = {TensorType::Q4_0,   TensorType::Q8_0, TensorType::Q4_0x8,
+                              TensorType::Q8_0x8, TensorType::F16,  TensorType::BF16,
+                              TensorType::F32,    TensorType::Q4_K, TensorType::Q6_K};
+  const Isa isas[] = {Isa::ref, Isa::avx2, Isa::avx512, Isa::neon};
+  // (K, N): Q, K/V, gate/up, down, O, lm head.
+  const std::pair<int64_t, int64_t> gemv_shapes[] = {{3840, 4096},  {3840, 2048}, {3840, 15360},
+                                                     {15360, 3840}, {4096, 3840}, {3840, 262144}};
+  const std::pair<int64_t, int64_t> gemm_shapes[] = {{3840, 15360}, {15360, 3840}};
+  for (TensorType t : types) {
+    for (Isa isa : isas) {
+      for (auto [K, N] : gemv_shapes) {
+        if (is_float(t) && N == 262144) continue;  // 2-4 GB of weights
+        if (isa == Isa::ref && N == 262144) continue;
+        add({t, isa, false, K, N, 1});
+      }
+      if (isa == Isa::ref) continue;  // the scalar reference would take minutes per GEMM
+      for (int64_t R : {4, 8}) add({t, isa, false, 3840, 15360, R});
+      for (auto [K, N] : gemm_shapes) {
+        for (int64_t R : {64, 512}) add({t, isa, true, K, N, R});
+      }
+    }
+  }
+  return 0;
+}
+
+const int kRegistered = register_all();
+
+}  // namespace
+}  // namespace qgemma::bench

@@ -1,0 +1,164 @@
+#include "bench/ceiling.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu.h"
+#include "runtime/threadpool.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace qgemma::bench {
+namespace {
+
+Ceilings g_ceilings;
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Keeps results alive so the compiler cannot drop the loops.
+std::atomic<uint64_t> g_sink{0};
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) uint64_t read_avx512(const uint8_t* p, size_t n) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+  for (size_t i = 0; i + 256 <= n; i += 256) {
+    a0 = _mm512_xor_si512(a0, _mm512_load_si512(p + i));
+    a1 = _mm512_xor_si512(a1, _mm512_load_si512(p + i + 64));
+    a2 = _mm512_xor_si512(a2, _mm512_load_si512(p + i + 128));
+    a3 = _mm512_xor_si512(a3, _mm512_load_si512(p + i + 192));
+  }
+  const __m512i x = _mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3));
+  return static_cast<uint64_t>(_mm512_reduce_add_epi64(x));
+}
+
+__attribute__((target("avx2"))) uint64_t read_avx2(const uint8_t* p, size_t n) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  for (size_t i = 0; i + 128 <= n; i += 128) {
+    a0 = _mm256_xor_si256(a0, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i)));
+    a1 = _mm256_xor_si256(a1, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 32)));
+    a2 = _mm256_xor_si256(a2, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 64)));
+    a3 = _mm256_xor_si256(a3, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 96)));
+  }
+  const __m256i x = _mm256_xor_si256(_mm256_xor_si256(a0, a1), _mm256_xor_si256(a2, a3));
+  return static_cast<uint64_t>(_mm256_extract_epi64(x, 0) ^ _mm256_extract_epi64(x, 3));
+}
+
+// 16 independent vpdpbusd chains per iteration: 16 * 64 int8 multiply-accumulates.
+__attribute__((target("avx512f,avx512vnni"))) uint64_t dot_avx512vnni(int64_t iters) {
+  __m512i acc[16];
+  for (int i = 0; i < 16; ++i) acc[i] = _mm512_set1_epi32(i);
+  const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
+  for (int64_t it = 0; it < iters; ++it) {
+    for (int i = 0; i < 16; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
+    asm volatile("" : "+v"(acc[0]), "+v"(acc[1]), "+v"(acc[2]), "+v"(acc[3]));
+  }
+  __m512i s = acc[0];
+  for (int i = 1; i < 16; ++i) s = _mm512_add_epi32(s, acc[i]);
+  return static_cast<uint64_t>(_mm512_reduce_add_epi32(s));
+}
+constexpr int64_t kMacsPerIterVnni = 16 * 64;
+
+// The AVX2 sequence: vpmaddubsw (u8 x s8 -> s16 pairs), vpmaddwd with ones (-> s32), vpaddd.
+__attribute__((target("avx2"))) uint64_t dot_avx2(int64_t iters) {
+  __m256i acc[8];
+  for (int i = 0; i < 8; ++i) acc[i] = _mm256_set1_epi32(i);
+  const __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(-2), ones = _mm256_set1_epi16(1);
+  for (int64_t it = 0; it < iters; ++it) {
+    for (int i = 0; i < 8; ++i) {
+      acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+    }
+    asm volatile("" : "+x"(acc[0]), "+x"(acc[1]), "+x"(acc[2]), "+x"(acc[3]));
+  }
+  __m256i s = acc[0];
+  for (int i = 1; i < 8; ++i) s = _mm256_add_epi32(s, acc[i]);
+  return static_cast<uint64_t>(_mm256_extract_epi32(s, 0));
+}
+constexpr int64_t kMacsPerIterAvx2 = 8 * 32;
+#endif
+
+uint64_t read_portable(const uint8_t* p, size_t n) {
+  uint64_t a = 0, b = 0;
+  for (size_t i = 0; i + 16 <= n; i += 16) {
+    uint64_t x, y;
+    std::memcpy(&x, p + i, 8);
+    std::memcpy(&y, p + i + 8, 8);
+    a ^= x;
+    b ^= y;
+  }
+  return a ^ b;
+}
+
+uint64_t read_slice(const uint8_t* p, size_t n) {
+#if defined(__x86_64__)
+  if (cpu_features().avx512f && cpu_features().os_avx512) return read_avx512(p, n);
+  if (cpu_features().avx2 && cpu_features().os_avx) return read_avx2(p, n);
+#endif
+  return read_portable(p, n);
+}
+
+double measure_read_gbps(ThreadPool& pool) {
+  size_t mib = 1024;
+  if (const char* env = std::getenv("QGEMMA_BENCH_READ_MIB")) mib = std::max(64, std::atoi(env));
+  const size_t bytes = mib << 20;
+  auto* buf = static_cast<uint8_t*>(std::aligned_alloc(4096, bytes));
+  const int64_t parts = pool.size();
+  const size_t slice = bytes / parts / 4096 * 4096;
+  // Touch every page from the thread that will read it.
+  pool.parallel_for(parts,
+                    [&](int64_t t, int) { std::memset(buf + t * slice, int(t + 1), slice); });
+  double best = 0.0;
+  for (int pass = 0; pass < 5; ++pass) {
+    const auto t0 = Clock::now();
+    pool.parallel_for(parts, [&](int64_t t, int) { g_sink += read_slice(buf + t * slice, slice); });
+    best = std::max(best, static_cast<double>(slice * parts) / seconds_since(t0) / 1e9);
+  }
+  std::free(buf);
+  return best;
+}
+
+// Runs `loop(iters)` on every thread and returns int8 ops (2 per MAC) per second, best of 3.
+template <typename Loop>
+double measure_peak(ThreadPool& pool, Loop loop, int64_t macs_per_iter) {
+  const int64_t iters = 20'000'000;
+  double best = 0.0;
+  for (int pass = 0; pass < 3; ++pass) {
+    const auto t0 = Clock::now();
+    pool.parallel_for(pool.size(), [&](int64_t, int) { g_sink += loop(iters); });
+    const double ops = 2.0 * static_cast<double>(macs_per_iter) * iters * pool.size();
+    best = std::max(best, ops / seconds_since(t0) / 1e9);
+  }
+  return best;
+}
+
+}  // namespace
+
+const Ceilings& measure_ceilings() {
+  ThreadPool& pool = ThreadPool::global();
+  g_ceilings.threads = pool.size();
+  g_ceilings.read_gbps = measure_read_gbps(pool);
+#if defined(__x86_64__)
+  const CpuFeatures& f = cpu_features();
+  if (f.avx512f && f.avx512vnni && f.os_avx512) {
+    g_ceilings.int8_gops = measure_peak(pool, dot_avx512vnni, kMacsPerIterVnni);
+    g_ceilings.int8_isa = "vpdpbusd zmm (avx512vnni)";
+  } else if (f.avx2 && f.os_avx) {
+    g_ceilings.int8_gops = measure_peak(pool, dot_avx2, kMacsPerIterAvx2);
+    g_ceilings.int8_isa = "vpmaddubsw+vpmaddwd+vpaddd ymm (avx2)";
+  }
+#endif
+  return g_ceilings;
+}
+
+const Ceilings& ceilings() { return g_ceilings; }
+
+}  // namespace qgemma::bench

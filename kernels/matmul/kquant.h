@@ -1,0 +1,83 @@
+// Shared pieces of the K-quant matmul variants (Q4_K / Q6_K weights x Q8_K activations). The
+// variants themselves are declared in matmul_variants.h and reached through matmul.h's table:
+//   matmul_q4_k_q8_k_ref, gemv/gemm_q4_k_q8_k_{avx2,avx512,neon}, and the same for q6_k.
+// llama.cpp's pairing: Q8_K's per-16 block sums `bsums` carry Q4_K's min term and Q6_K's -32
+// offset, so the inner loops multiply unsigned weight codes by signed activations and never
+// see the mins or the offset.
+//
+// Variants (semantics of MatmulFn in matmul.h; K a multiple of 256):
+//   ref     scalar ground truth: exact int32 sums per 256-block, one float step per block
+//   avx2    vpmaddubsw (u8 codes x s8 activations) + vpmaddwd with the sub-block scales
+//   avx512  512-bit vpmaddubsw + vpdpwssd (VNNI) with the scales (vpdpbusd would need an extra
+//           int32 multiply per sub-block for the scales); vpermw builds the scale vectors
+//   neon    sdot (vdotq_s32) per 16 codes, scaled in int32
+// gemv and gemm share one body per ISA: weight rows in panels of ~256 KiB (in L2), activation
+// rows in register tiles (4 rows avx2/neon, 8 rows avx512); with R <= 8 that is one pass over
+// the weights, for prefill each panel is reused from cache by every activation tile.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/matmul/matmul.h"
+#include "kernels/quant/formats.h"
+
+namespace qgemma {
+
+// Helpers shared by the variants. Internal linkage (static) on purpose: each ISA translation
+// unit compiles its own copy with its own flags, so no AVX-512 copy can leak into baseline code.
+namespace kquant_detail {
+
+// Q4_K's 12 packed bytes -> 8 six-bit scales and 8 six-bit mins, byte j = sub-block j.
+//   j < 4:  scale = s[j] & 63,                         min = s[j + 4] & 63
+//   j >= 4: scale = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4, min = (s[j + 4] >> 4) | (s[j] >> 6) <<
+//   4
+// Done on 32-bit words (little endian: byte j of a word is s[j + 4 * word]).
+static inline void q4_k_scales_mins(const uint8_t* s, uint64_t* scales, uint64_t* mins) {
+  uint32_t a, b, c;
+  std::memcpy(&a, s, 4);
+  std::memcpy(&b, s + 4, 4);
+  std::memcpy(&c, s + 8, 4);
+  const uint32_t sc_lo = a & 0x3f3f3f3fu;
+  const uint32_t mn_lo = b & 0x3f3f3f3fu;
+  const uint32_t sc_hi = (c & 0x0f0f0f0fu) | ((a >> 2) & 0x30303030u);
+  const uint32_t mn_hi = ((c >> 4) & 0x0f0f0f0fu) | ((b >> 2) & 0x30303030u);
+  *scales = uint64_t{sc_lo} | uint64_t{sc_hi} << 32;
+  *mins = uint64_t{mn_lo} | uint64_t{mn_hi} << 32;
+}
+
+// Calls Rows<rb>::run(args...) for a run-time rb in [1, Max].
+template <template <int> class Rows, int Max, int RB = 1, typename... Args>
+static inline void run_rows(int64_t rb, Args... args) {
+  if constexpr (RB < Max) {
+    if (rb > RB) return run_rows<Rows, Max, RB + 1>(rb, args...);
+  }
+  Rows<RB>::run(args...);
+}
+
+// The gemv/gemm driver of every K-quant variant: weight rows [n0, n1) in panels of about 256 KiB
+// (each panel stays in L2 while all activation tiles pass over it), activation rows in tiles of
+// up to TileRows. Rows<rb>::run(w_row, x_tile, ldx, nb, y_tile, ldy) computes one weight row
+// against rb activation rows (x_tile row r at x_tile + r * ldx bytes, output y_tile[r * ldy]).
+template <typename Block, template <int> class Rows, int TileRows>
+static inline void kquant_matmul(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  const int64_t nb = a.K / QK_K;
+  const Block* w = static_cast<const Block*>(a.w);
+  const uint8_t* x = static_cast<const uint8_t*>(a.x);
+  const int64_t row_bytes = nb * static_cast<int64_t>(sizeof(Block));
+  int64_t panel = (256 * 1024) / (row_bytes > 0 ? row_bytes : 1);
+  if (panel < 4) panel = 4;
+  for (int64_t p0 = n0; p0 < n1; p0 += panel) {
+    const int64_t p1 = p0 + panel < n1 ? p0 + panel : n1;
+    for (int64_t r0 = 0; r0 < a.R; r0 += TileRows) {
+      const int64_t rb = a.R - r0 < TileRows ? a.R - r0 : TileRows;
+      for (int64_t n = p0; n < p1; ++n) {
+        run_rows<Rows, TileRows>(rb, w + n * nb, x + r0 * a.ldx, a.ldx, nb, a.y + r0 * a.ldy + n,
+                                 a.ldy);
+      }
+    }
+  }
+}
+
+}  // namespace kquant_detail
+}  // namespace qgemma

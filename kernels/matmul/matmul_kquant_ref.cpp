@@ -1,0 +1,102 @@
+// Scalar references for Q4_K / Q6_K weights x Q8_K activations: the ground truth the SIMD
+// variants are tested against. Written from the block layouts (kernels/quant/formats.h), not
+// from the SIMD code: every sum inside a 256-block is exact in int32, then one float step per
+// block, which is dequant(W) . dequant(X) up to float rounding of the block totals.
+#include <cassert>
+
+#include "kernels/matmul/matmul_variants.h"
+#include "kernels/quant/quant.h"
+
+namespace qgemma {
+namespace {
+
+// Scale and min of Q4_K sub-block j (0..7) from the 12 packed bytes.
+void q4_k_scale_min(const uint8_t* s, int j, int* scale, int* min) {
+  if (j < 4) {
+    *scale = s[j] & 63;
+    *min = s[j + 4] & 63;
+  } else {
+    *scale = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+    *min = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
+// Q4_K: sub-block j covers elements 32j..32j+31; its codes are the low nibbles (j even) or high
+// nibbles (j odd) of qs[32 * (j / 2) ..+32]. x = d * scale * q - dmin * min.
+float dot_q4_k_q8_k_ref(const block_q4_K* w, const block_q8_K* x, int64_t nb) {
+  float sum = 0.0f;
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t scaled = 0;  // sum_j scale_j * sum_l q * xq
+    int32_t mins = 0;    // sum_j min_j * sum_l xq
+    for (int j = 0; j < 8; ++j) {
+      int scale, min;
+      q4_k_scale_min(w[b].scales, j, &scale, &min);
+      const uint8_t* q = w[b].qs + 32 * (j / 2);
+      const int shift = (j % 2) * 4;
+      const int8_t* xq = x[b].qs + 32 * j;
+      int32_t dot = 0, xsum = 0;
+      for (int l = 0; l < 32; ++l) {
+        dot += ((q[l] >> shift) & 0x0f) * xq[l];
+        xsum += xq[l];
+      }
+      scaled += scale * dot;
+      mins += min * xsum;
+    }
+    sum += x[b].d * (f16_to_f32(w[b].d) * static_cast<float>(scaled) -
+                     f16_to_f32(w[b].dmin) * static_cast<float>(mins));
+  }
+  return sum;
+}
+
+// Q6_K code of element e (0..255), in 0..63 (the value is d * scale[e / 16] * (code - 32)).
+// Each half h of 128 elements uses ql[64h..], qh[32h..]; within it, element 32t + i (t = 0..3)
+// takes the low (t < 2) or high (t >= 2) nibble of ql[64h + 32 * (t % 2) + i] and bits
+// 2t..2t+1 of qh[32h + i].
+int q6_k_code(const block_q6_K& w, int e) {
+  const int h = e / 128, t = (e % 128) / 32, i = e % 32;
+  const uint8_t lo = w.ql[64 * h + 32 * (t % 2) + i];
+  const int low4 = t < 2 ? (lo & 0x0f) : (lo >> 4);
+  const int high2 = (w.qh[32 * h + i] >> (2 * t)) & 3;
+  return low4 | (high2 << 4);
+}
+
+float dot_q6_k_q8_k_ref(const block_q6_K* w, const block_q8_K* x, int64_t nb) {
+  float sum = 0.0f;
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t scaled = 0;
+    for (int g = 0; g < 16; ++g) {
+      int32_t dot = 0;
+      for (int l = 0; l < 16; ++l) {
+        const int e = 16 * g + l;
+        dot += (q6_k_code(w[b], e) - 32) * x[b].qs[e];
+      }
+      scaled += w[b].scales[g] * dot;
+    }
+    sum += x[b].d * f16_to_f32(w[b].d) * static_cast<float>(scaled);
+  }
+  return sum;
+}
+
+template <typename Block, float (*dot)(const Block*, const block_q8_K*, int64_t)>
+void matmul_rows_ref(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  assert(a.K % QK_K == 0);
+  const int64_t nb = a.K / QK_K;
+  const Block* w = static_cast<const Block*>(a.w);
+  for (int64_t r = 0; r < a.R; ++r) {
+    const auto* x =
+        reinterpret_cast<const block_q8_K*>(static_cast<const uint8_t*>(a.x) + r * a.ldx);
+    for (int64_t n = n0; n < n1; ++n) a.y[r * a.ldy + n] = dot(w + n * nb, x, nb);
+  }
+}
+
+}  // namespace
+
+void matmul_q4_k_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  matmul_rows_ref<block_q4_K, dot_q4_k_q8_k_ref>(a, n0, n1);
+}
+
+void matmul_q6_k_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  matmul_rows_ref<block_q6_K, dot_q6_k_q8_k_ref>(a, n0, n1);
+}
+
+}  // namespace qgemma

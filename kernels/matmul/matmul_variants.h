@@ -1,0 +1,69 @@
+// Declarations of every matmul variant (see matmul.h for the semantics of MatmulFn). The table in
+// matmul.cpp maps (weight type, ISA) to these. To add a weight type or an ISA variant: declare it
+// here, implement it in its own file (<name>_<isa>.cpp gets the ISA's compile flags), add it to
+// the table in matmul.cpp, and add the type to the lists in tests/kernels/test_matmul.cpp and
+// bench/bench_matmul.cpp.
+#pragma once
+
+#include "kernels/matmul/matmul.h"
+
+namespace qgemma {
+
+// ---- scalar references (one per weight type; used for both R <= 8 and larger R) --------------
+void matmul_q4_0_q8_0_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q8_0_q8_0_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q4_0x8_q8_0_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q8_0x8_q8_0_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_f32_f32_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_f16_f32_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_bf16_f32_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
+// Generic reference for block types with Q8_K activations (Q4_K, Q6_K): dequantizes one weight
+// block and one activation block at a time into stack buffers and accumulates in double.
+// Used until the K-quant references (integer dot products) are in the table.
+void matmul_dequant_q8_k_ref(TensorType wtype, const MatmulArgs& a, int64_t n0, int64_t n1);
+
+// ---- K-quants (kernels/matmul/*q4_k*, *q6_k*): add declarations here ----------------------
+// Q4_K / Q6_K x Q8_K (kernels/matmul/matmul_kquant_*.cpp, kquant.h). Each ISA has one body for
+// any R, registered as both its gemv and its gemm.
+void matmul_q4_k_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q6_k_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
+#if defined(__x86_64__)
+void matmul_q4_k_q8_k_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q6_k_q8_k_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q4_k_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q6_k_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
+#endif
+#if defined(__aarch64__)
+void matmul_q4_k_q8_k_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q6_k_q8_k_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
+#endif
+
+#if defined(__x86_64__)
+// ---- AVX2 (+FMA, F16C) ------------------------------------------------------------------------
+void gemv_q4_0_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemv_q8_0_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemv_q4_0x8_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemm_q4_0x8_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemv_f32_f32_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemv_f16_f32_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemv_bf16_f32_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
+
+// ---- AVX-512 (F, BW, VL, DQ, VNNI, BF16) -------------------------------------------------------
+void gemv_q4_0_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemv_q8_0_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemv_q4_0x8_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemm_q4_0x8_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemv_q8_0x8_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemm_q8_0x8_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemv_f32_f32_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemv_f16_f32_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemv_bf16_f32_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
+#endif
+
+#if defined(__aarch64__)
+// ---- NEON (dotprod, fp16) ----------------------------------------------------------------------
+void gemv_q4_0_q8_0_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemv_q8_0_q8_0_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
+#endif
+
+}  // namespace qgemma

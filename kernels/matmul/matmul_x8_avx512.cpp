@@ -1,0 +1,181 @@
+// AVX-512 VNNI GEMV/GEMM for the repacked Q4_0x8 and Q8_0x8 layouts against Q8_0 activations.
+//
+// Register layout ("outer product"): one zmm holds 16 weight rows (two 8-row groups) x one 4-byte
+// chunk of a block; vpdpbusd with the activation's matching 4 bytes broadcast to all lanes gives
+// 16 partial dot products, one per weight row, so a block's 8 (Q4: 4 low + 4 high nibble
+// vectors) or 8 (Q8) vpdpbusd leave the full 32-element integer dot product of 16 rows in 16
+// lanes: no horizontal sums. Per block and activation row: 8 vpdpbusd, one int->float convert,
+// one scale multiply, one FMA.
+//
+// vpdpbusd multiplies unsigned by signed bytes, so weights enter as unsigned (Q4: the nibble
+// 0..15 = q + 8; Q8: q ^ 0x80 = q + 128) and the accumulator starts at -offset * sum(x) for the
+// activation block (precomputed per activation row and block, in a stack buffer per K chunk).
+//
+// Tiling: K chunks of kChunk blocks (stack buffers), N blocks that fit L2, activation tiles of up
+// to 8 rows, micro-kernel = 16 weight rows x RB activation rows over the chunk. For R <= 8 there
+// is a single activation tile, so the weights are read once (GEMV).
+#if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VL__) || \
+    !defined(__AVX512VNNI__)
+#error "matmul_x8_avx512.cpp needs -mavx512f -mavx512bw -mavx512vl -mavx512vnni"
+#endif
+
+// GCC 12 reports false -Wuninitialized warnings inside its AVX-512 intrinsic headers.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/matmul/matmul_variants.h"
+
+namespace qgemma {
+namespace {
+
+constexpr int kMaxRB = 8;                 // activation rows per micro-kernel
+constexpr int64_t kChunk = 256;           // K blocks per chunk (8192 elements)
+constexpr size_t kL2Target = 512 * 1024;  // bytes of weights per N block
+
+struct ActPrep {
+  int32_t ncorr[kMaxRB][kChunk];  // -offset * sum of the block's int8 activations
+  float dx[kMaxRB][kChunk];       // activation block scale
+};
+
+inline int32_t load_i32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+inline int32_t block_sum(const block_q8_0& x) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs));
+  const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), v);
+  __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(1, 0, 3, 2)));
+  t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(t);
+}
+
+inline float f16(f16_bits h) { return _cvtsh_ss(h); }
+
+template <bool kQ4>
+struct Format {
+  using Block = std::conditional_t<kQ4, block_q4_0x8, block_q8_0x8>;
+  static constexpr int32_t kOffset = kQ4 ? 8 : 128;
+};
+
+// 16 weight rows (groups g0, g1) x RB activation rows over blocks [0, nb) of one K chunk.
+template <bool kQ4, int RB>
+void micro(const typename Format<kQ4>::Block* g0, const typename Format<kQ4>::Block* g1, int64_t nb,
+           const block_q8_0* const* xr, const ActPrep& p, float* y, int64_t ldy, bool accumulate,
+           __mmask16 mask) {
+  __m512 acc[RB];
+  for (int r = 0; r < RB; ++r) acc[r] = _mm512_setzero_ps();
+  const __m512i lo4 = _mm512_set1_epi8(0x0F);
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t b = 0; b < nb; ++b) {
+    const auto& B0 = g0[b];
+    const auto& B1 = g1[b];
+    const __m256i d16 = _mm256_inserti128_si256(
+        _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(B0.d))),
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(B1.d)), 1);
+    const __m512 dw = _mm512_cvtph_ps(d16);
+    __m512i w[8];
+    constexpr int kLoads = kQ4 ? 4 : 8;
+    for (int c = 0; c < kLoads; ++c) {
+      const __m512i v = _mm512_inserti64x4(
+          _mm512_zextsi256_si512(
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(B0.qs + 32 * c))),
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(B1.qs + 32 * c)), 1);
+      if constexpr (kQ4) {
+        w[c] = _mm512_and_si512(v, lo4);                            // elements 4c..4c+3
+        w[c + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);  // elements 16+4c..
+      } else {
+        w[c] = _mm512_xor_si512(v, flip);
+      }
+    }
+    for (int r = 0; r < RB; ++r) {
+      const int8_t* xq = xr[r][b].qs;
+      __m512i ia = _mm512_set1_epi32(p.ncorr[r][b]);
+      __m512i ib = _mm512_setzero_si512();
+      for (int c = 0; c < 8; c += 2) {
+        ia = _mm512_dpbusd_epi32(ia, w[c], _mm512_set1_epi32(load_i32(xq + 4 * c)));
+        ib = _mm512_dpbusd_epi32(ib, w[c + 1], _mm512_set1_epi32(load_i32(xq + 4 * c + 4)));
+      }
+      const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(p.dx[r][b]));
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(ia, ib)), s, acc[r]);
+    }
+  }
+  for (int r = 0; r < RB; ++r) {
+    float* yr = y + r * ldy;
+    __m512 v = acc[r];
+    if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, yr));
+    _mm512_mask_storeu_ps(yr, mask, v);
+  }
+}
+
+template <bool kQ4>
+using MicroFn = void (*)(const typename Format<kQ4>::Block*, const typename Format<kQ4>::Block*,
+                         int64_t, const block_q8_0* const*, const ActPrep&, float*, int64_t, bool,
+                         __mmask16);
+
+template <bool kQ4>
+MicroFn<kQ4> micro_for(int rb) {
+  static constexpr MicroFn<kQ4> kFns[kMaxRB] = {micro<kQ4, 1>, micro<kQ4, 2>, micro<kQ4, 3>,
+                                                micro<kQ4, 4>, micro<kQ4, 5>, micro<kQ4, 6>,
+                                                micro<kQ4, 7>, micro<kQ4, 8>};
+  return kFns[rb - 1];
+}
+
+template <bool kQ4>
+void matmul_x8(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  using Block = typename Format<kQ4>::Block;
+  const int64_t nb = a.K / QK8_0;
+  const auto* w = static_cast<const Block*>(a.w);  // group g starts at w + g * nb
+  const auto* x = static_cast<const uint8_t*>(a.x);
+  const int64_t row_bytes = nb * static_cast<int64_t>(sizeof(Block)) / 8;
+  const int64_t n_block = std::max<int64_t>(16, kL2Target / row_bytes / 16 * 16);
+  alignas(64) ActPrep prep;
+  const block_q8_0* xr[kMaxRB];
+  for (int64_t kc = 0; kc < nb; kc += kChunk) {
+    const int64_t kn = std::min(kChunk, nb - kc);
+    for (int64_t nbeg = n0; nbeg < n1; nbeg += n_block) {
+      const int64_t nend = std::min(n1, nbeg + n_block);
+      for (int64_t r0 = 0; r0 < a.R; r0 += kMaxRB) {
+        const int rb = static_cast<int>(std::min<int64_t>(kMaxRB, a.R - r0));
+        for (int r = 0; r < rb; ++r) {
+          xr[r] = reinterpret_cast<const block_q8_0*>(x + (r0 + r) * a.ldx) + kc;
+          for (int64_t b = 0; b < kn; ++b) {
+            prep.ncorr[r][b] = -Format<kQ4>::kOffset * block_sum(xr[r][b]);
+            prep.dx[r][b] = f16(xr[r][b].d);
+          }
+        }
+        const MicroFn<kQ4> fn = micro_for<kQ4>(rb);
+        for (int64_t n = nbeg; n < nend; n += 16) {
+          const bool pair = n + 16 <= nend;
+          const Block* g0 = w + (n / 8) * nb + kc;
+          const Block* g1 = pair ? g0 + nb : g0;
+          fn(g0, g1, kn, xr, prep, a.y + r0 * a.ldy + n, a.ldy, kc > 0, pair ? 0xFFFF : 0x00FF);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void gemv_q4_0x8_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  matmul_x8<true>(a, n0, n1);
+}
+void gemm_q4_0x8_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  matmul_x8<true>(a, n0, n1);
+}
+void gemv_q8_0x8_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  matmul_x8<false>(a, n0, n1);
+}
+void gemm_q8_0x8_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  matmul_x8<false>(a, n0, n1);
+}
+
+}  // namespace qgemma

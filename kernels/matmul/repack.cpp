@@ -1,0 +1,78 @@
+// Load-time repacking of Q4_0 / Q8_0 weights into 8-row interleaved blocks (Q4_0x8, Q8_0x8),
+// and the inverse. Layouts: see block_q4_0x8 / block_q8_0x8 in matmul.h.
+#include "kernels/matmul/matmul.h"
+
+namespace qgemma {
+namespace {
+
+const uint8_t* bytes(const void* p) { return static_cast<const uint8_t*>(p); }
+uint8_t* bytes(void* p) { return static_cast<uint8_t*>(p); }
+
+// Plain block type B (with d and qs[kQs]) <-> interleaved block type X; `to_x` picks direction.
+template <typename B, typename X, int kQs>
+void convert_groups(const void* src, void* dst, int64_t K, int64_t n0, int64_t n1, bool to_x) {
+  const int64_t nb = K / QK8_0;
+  const size_t row_bytes = nb * sizeof(B);
+  for (int64_t g = n0 / 8; g < n1 / 8; ++g) {
+    const size_t base = static_cast<size_t>(g) * 8 * row_bytes;
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int j = 0; j < 8; ++j) {
+        const size_t plain_off = base + j * row_bytes + b * sizeof(B);
+        const size_t x_off = base + b * sizeof(X);
+        if (to_x) {
+          const B& in = *reinterpret_cast<const B*>(bytes(src) + plain_off);
+          X& out = *reinterpret_cast<X*>(bytes(dst) + x_off);
+          out.d[j] = in.d;
+          for (int i = 0; i < kQs; ++i) out.qs[x8_qs_offset(j, i)] = in.qs[i];
+        } else {
+          const X& in = *reinterpret_cast<const X*>(bytes(src) + x_off);
+          B& out = *reinterpret_cast<B*>(bytes(dst) + plain_off);
+          out.d = in.d[j];
+          for (int i = 0; i < kQs; ++i) out.qs[i] = in.qs[x8_qs_offset(j, i)];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TensorType repacked_type(TensorType wtype) {
+  switch (wtype) {
+    case TensorType::Q4_0:
+      return TensorType::Q4_0x8;
+    case TensorType::Q8_0:
+      return TensorType::Q8_0x8;
+    default:
+      return wtype;
+  }
+}
+
+bool should_repack(TensorType wtype, int64_t N, int64_t K) {
+  const TensorType packed = repacked_type(wtype);
+  if (packed == wtype || N % 8 != 0 || K % QK8_0 != 0) return false;
+  // Repack only where an optimized variant of the packed layout exists for the active ISA.
+  const Isa isa = active_isa();
+  if (isa == Isa::ref) return false;
+  const MatmulKernels k = matmul_kernels(packed, isa);
+  return k.gemv != nullptr || k.gemm != nullptr;
+}
+
+void repack_rows(TensorType wtype, const void* src, void* dst, int64_t K, int64_t n0, int64_t n1) {
+  if (wtype == TensorType::Q4_0) {
+    convert_groups<block_q4_0, block_q4_0x8, QK4_0 / 2>(src, dst, K, n0, n1, true);
+  } else if (wtype == TensorType::Q8_0) {
+    convert_groups<block_q8_0, block_q8_0x8, QK8_0>(src, dst, K, n0, n1, true);
+  }
+}
+
+void unpack_rows(TensorType repacked, const void* src, void* dst, int64_t K, int64_t n0,
+                 int64_t n1) {
+  if (repacked == TensorType::Q4_0x8) {
+    convert_groups<block_q4_0, block_q4_0x8, QK4_0 / 2>(src, dst, K, n0, n1, false);
+  } else if (repacked == TensorType::Q8_0x8) {
+    convert_groups<block_q8_0, block_q8_0x8, QK8_0>(src, dst, K, n0, n1, false);
+  }
+}
+
+}  // namespace qgemma

@@ -1,0 +1,210 @@
+#include "runtime/cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/attention/attention.h"
+#include "kernels/matmul/matmul.h"
+#include "kernels/ops/ops.h"
+#include "loader/error.h"
+#include "runtime/threadpool.h"
+#include "runtime/weights.h"
+
+namespace qgemma {
+namespace {
+
+// Splits rows [0, rows) across the pool; fn(r0, r1).
+template <typename Fn>
+void for_rows(ThreadPool& pool, int64_t rows, Fn&& fn) {
+  if (rows == 1 || pool.size() == 1) {
+    fn(int64_t{0}, rows);
+    return;
+  }
+  pool.parallel_range(rows, 1, [&](int64_t r0, int64_t r1, int) { fn(r0, r1); });
+}
+
+// Element-wise ops on n floats: split in cache-friendly chunks.
+template <typename Fn>
+void for_elems(ThreadPool& pool, int64_t n, Fn&& fn) {
+  if (n < 16384 || pool.size() == 1) {
+    fn(int64_t{0}, n);
+    return;
+  }
+  pool.parallel_range(n, 16, [&](int64_t i0, int64_t i1, int) { fn(i0, i1); });
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(const ModelConfig& c, ThreadPool& pool) : c_(c), pool_(pool) {
+  for (const LayerConfig& l : c.layers) {
+    if (l.n_rot != l.head_dim) {
+      throw Error("partial rotary embedding (rope dimension count " + std::to_string(l.n_rot) +
+                  " < head dim " + std::to_string(l.head_dim) + "): not supported yet");
+    }
+    std::vector<float> inv(l.head_dim / 2);
+    rope_inv_freq(inv.data(), l.head_dim / 2, l.rope_base, l.n_rot, l.n_rot / 2,
+                  l.use_freq_factors ? c.rope_freq_factors.data() : nullptr);
+    inv_freq_.push_back(std::move(inv));
+  }
+  thread_scratch_.assign(pool.size(), std::vector<float>(c.max_head_dim()));
+  partials_.resize(pool.size());
+}
+
+void CpuBackend::matmul(const Node& n, const float* x, int64_t R, float* y, int x_id) {
+  const Matrix& w = *n.w;
+  const TensorType at = vec_dot_type(w.type);
+  const void* xa = x;
+  size_t ldx = static_cast<size_t>(w.in) * sizeof(float);
+  if (at != TensorType::F32) {
+    ldx = row_size(at, w.in);
+    if (act_tensor_ != x_id || act_type_ != static_cast<int>(at)) {
+      if (act_.size() < ldx * R) act_.resize(ldx * R);
+      for_rows(pool_, R, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          uint8_t* dst = act_.data() + r * ldx;
+          if (at == TensorType::Q8_0) {
+            quantize_row_q8_0(x + r * w.in, reinterpret_cast<block_q8_0*>(dst), w.in);
+          } else {
+            quantize_row_q8_K(x + r * w.in, reinterpret_cast<block_q8_K*>(dst), w.in);
+          }
+        }
+      });
+      act_tensor_ = x_id;
+      act_type_ = static_cast<int>(at);
+    }
+    xa = act_.data();
+  }
+  MatmulArgs a;
+  a.w = w.data;
+  a.x = xa;
+  a.ldx = ldx;
+  a.y = y;
+  a.ldy = w.out;
+  a.K = w.in;
+  a.R = R;
+  const int64_t grain = std::max<int64_t>(matmul_row_granularity(w.type), 8);
+  pool_.parallel_range(w.out, grain, [&](int64_t n0, int64_t n1, int) {
+    qgemma::matmul(w.type, a, n0, n1);
+  });
+}
+
+void CpuBackend::attention(const Node& n, const float* q, int64_t rows, float* out,
+                           const int32_t* pos, const KvCache& kv) {
+  const LayerConfig& l = c_.layers[n.layer];
+  FlashAttnArgs a;
+  kv.attention_args(n.layer, &a);
+  a.q = q;
+  a.q_stride_token = int64_t{l.n_head} * l.head_dim;
+  a.q_stride_head = l.head_dim;
+  a.q_pos = pos;
+  a.n_q = static_cast<int>(rows);
+  a.n_head = l.n_head;
+  a.window = l.sliding ? c_.sliding_window : 0;
+  a.scale = c_.attn_scale;
+  a.out = out;
+  a.out_stride_token = a.q_stride_token;
+  a.out_stride_head = l.head_dim;
+  const int threads = pool_.size();
+  const int group = l.n_head / l.n_head_kv;
+  // Few (query, KV head) pairs over a long cache (MQA decoding): split the slots instead.
+  if (rows * l.n_head_kv < threads && a.n_kv >= 256 && threads > 1) {
+    for (auto& p : partials_) p.resize(flash_attn_partial_floats(a));
+    pool_.parallel_for(threads, [&](int64_t s, int) {
+      const int64_t kv0 = a.n_kv * s / threads, kv1 = a.n_kv * (s + 1) / threads;
+      flash_attn_partial(a, 0, a.n_q, 0, l.n_head, kv0, kv1, partials_[s].data());
+    });
+    std::vector<const float*> parts;
+    for (const auto& p : partials_) parts.push_back(p.data());
+    flash_attn_combine(a, 0, a.n_q, 0, l.n_head, parts.data(), threads);
+    return;
+  }
+  // Tasks: (query block, KV head); a task handles all query heads sharing that KV head.
+  const int64_t q_block = std::max<int64_t>(1, std::min<int64_t>(64, rows * l.n_head_kv / (threads * 4) + 1));
+  const int64_t n_qb = (rows + q_block - 1) / q_block;
+  pool_.parallel_for(n_qb * l.n_head_kv, [&](int64_t task, int) {
+    const int64_t qb = task / l.n_head_kv, g = task % l.n_head_kv;
+    const int q0 = static_cast<int>(qb * q_block), q1 = static_cast<int>(std::min(rows, (qb + 1) * q_block));
+    flash_attn(a, q0, q1, static_cast<int>(g * group), static_cast<int>((g + 1) * group));
+  });
+}
+
+const float* CpuBackend::run(const Graph& g, const MemoryPlan& plan, float* arena,
+                             const int32_t* tokens, const int32_t* pos, KvCache& kv) {
+  act_tensor_ = -1;
+  auto ptr = [&](int t) { return arena + plan.offset[t]; };
+  for (const Node& n : g.nodes) {
+    const GraphTensor* ot = n.output >= 0 ? &g.tensors[n.output] : nullptr;
+    float* y = n.output >= 0 ? ptr(n.output) : nullptr;
+    const float* x = n.inputs.empty() ? nullptr : ptr(n.inputs[0]);
+    const int64_t rows = ot ? ot->rows : 0, cols = ot ? ot->cols : 0;
+    switch (n.op) {
+      case Op::Embed:
+        for_rows(pool_, rows, [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) {
+            get_row_f32(n.w->type, n.w->data, tokens[r], cols, y + r * cols, n.f);
+          }
+        });
+        break;
+      case Op::RmsNorm:
+        for_rows(pool_, rows, [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) {
+            if (n.group == cols) {
+              rmsnorm_f32(x + r * cols, n.vec, y + r * cols, cols, n.f);
+            } else {
+              rmsnorm_heads_f32(x + r * cols, n.vec, y + r * cols, cols / n.group, n.group, n.f);
+            }
+          }
+        });
+        break;
+      case Op::MatMul:
+        matmul(n, x, rows, y, n.inputs[0]);
+        break;
+      case Op::Rope: {
+        const std::vector<float>& inv = inv_freq_[n.layer];
+        const int64_t pairs = n.group / 2;
+        pool_.parallel_range(rows, 1, [&](int64_t r0, int64_t r1, int thread) {
+          float* cs = thread_scratch_[thread].data();
+          float* sn = cs + pairs;
+          for (int64_t r = r0; r < r1; ++r) {
+            std::memcpy(y + r * cols, x + r * cols, cols * sizeof(float));
+            rope_angles_f32(inv.data(), pairs, static_cast<float>(pos[r]), cs, sn);
+            rope_neox_f32(y + r * cols, cols / n.group, n.group, cs, sn);
+          }
+        });
+        break;
+      }
+      case Op::KvStore:
+        kv.store(n.layer, x, ptr(n.inputs[1]), pos, g.tensors[n.inputs[0]].rows);
+        break;
+      case Op::Attention:
+        attention(n, x, rows, y, pos, kv);
+        break;
+      case Op::Add: {
+        const float* b = ptr(n.inputs[1]);
+        for_elems(pool_, rows * cols, [&](int64_t i0, int64_t i1) { add_f32(x + i0, b + i0, y + i0, i1 - i0); });
+        break;
+      }
+      case Op::Scale:
+        for_elems(pool_, rows * cols, [&](int64_t i0, int64_t i1) { scale_f32(x + i0, n.f, y + i0, i1 - i0); });
+        break;
+      case Op::GeluGlu: {
+        const float* up = ptr(n.inputs[1]);
+        for_elems(pool_, rows * cols,
+                  [&](int64_t i0, int64_t i1) { geglu_tanh_f32(x + i0, up + i0, y + i0, i1 - i0); });
+        break;
+      }
+      case Op::Softcap:
+        for_elems(pool_, rows * cols, [&](int64_t i0, int64_t i1) { softcap_f32(x + i0, y + i0, i1 - i0, n.f); });
+        break;
+      case Op::LastRows: {
+        const int64_t in_rows = g.tensors[n.inputs[0]].rows;
+        std::memcpy(y, x + (in_rows - rows) * cols, rows * cols * sizeof(float));
+        break;
+      }
+    }
+  }
+  return ptr(g.output);
+}
+
+}  // namespace qgemma

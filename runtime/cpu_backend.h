@@ -1,0 +1,41 @@
+// Runs a graph on the CPU: node by node, each node's rows (or output columns, for matmuls)
+// split across the thread pool, with the kernels of kernels/ (dispatched on the CPU's ISA).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/graph.h"
+#include "runtime/kv_cache.h"
+#include "runtime/model_config.h"
+#include "runtime/planner.h"
+
+namespace qgemma {
+
+class ThreadPool;
+
+class CpuBackend {
+ public:
+  CpuBackend(const ModelConfig& c, ThreadPool& pool);
+
+  // Runs g with its activations at arena + plan.offset[t]. tokens, pos: [g.n_tokens] (ids
+  // already checked < n_vocab). Returns a pointer to the output tensor inside the arena.
+  const float* run(const Graph& g, const MemoryPlan& plan, float* arena, const int32_t* tokens,
+                   const int32_t* pos, KvCache& kv);
+
+ private:
+  void matmul(const Node& n, const float* x, int64_t rows, float* y, int x_id);
+  void attention(const Node& n, const float* q, int64_t rows, float* out, const int32_t* pos,
+                 const KvCache& kv);
+
+  const ModelConfig& c_;
+  ThreadPool& pool_;
+  std::vector<std::vector<float>> inv_freq_;  // per layer [head_dim / 2]
+  std::vector<uint8_t> act_;                  // activations converted for the matmul kernels
+  int act_tensor_ = -1;                       // which tensor act_ holds, in which format
+  int act_type_ = -1;
+  std::vector<std::vector<float>> thread_scratch_;  // per thread: rope cos/sin
+  std::vector<std::vector<float>> partials_;        // split-KV attention partials per thread
+};
+
+}  // namespace qgemma

@@ -1,0 +1,155 @@
+#include "runtime/sampling.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "loader/error.h"
+
+namespace qgemma {
+
+namespace {
+
+// Higher logit first; the lower id on ties (so results never depend on scan order).
+bool better(const TokenProb& a, const TokenProb& b) {
+  return a.p > b.p || (a.p == b.p && a.id < b.id);
+}
+
+}  // namespace
+
+int32_t argmax(std::span<const float> values) {
+  if (values.empty()) return -1;
+  size_t best = 0;
+  for (size_t i = 1; i < values.size(); ++i) {
+    if (values[i] > values[best]) best = i;
+  }
+  return static_cast<int32_t>(best);
+}
+
+Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
+
+void Sampler::accept(int32_t token) {
+  if (params_.repeat_last_n <= 0) return;
+  history_.push_back(token);
+  while (history_.size() > static_cast<size_t>(params_.repeat_last_n)) history_.pop_front();
+}
+
+void Sampler::reset() { reset(params_.seed); }
+
+void Sampler::reset(uint64_t seed) {
+  params_.seed = seed;
+  rng_.seed(seed);
+  history_.clear();
+}
+
+double Sampler::uniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
+
+std::vector<int32_t> Sampler::penalized_ids() const {
+  if (params_.repeat_penalty == 1.0f) return {};
+  std::vector<int32_t> ids(history_.begin(), history_.end());
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
+}
+
+float Sampler::penalized(std::span<const float> logits, int32_t id) const {
+  const float v = logits[id];
+  return v > 0.0f ? v / params_.repeat_penalty : v * params_.repeat_penalty;
+}
+
+std::vector<TokenProb> Sampler::distribution(std::span<const float> logits) const {
+  const size_t n = logits.size();
+  if (n == 0) throw Error("sampler: empty logits row");
+
+  // Repetition penalty on a copy of the row (only when some ids are penalized).
+  std::vector<float> copy;
+  std::span<const float> row = logits;
+  const std::vector<int32_t> pen = penalized_ids();
+  if (!pen.empty()) {
+    copy.assign(logits.begin(), logits.end());
+    for (const int32_t id : pen) {
+      if (id >= 0 && static_cast<size_t>(id) < n) copy[id] = penalized(logits, id);
+    }
+    row = copy;
+  }
+
+  if (params_.temperature <= 0.0f) return {{argmax(row), 1.0f}};
+
+  // Top-k with a k-sized min-heap (front = worst kept); `p` holds the logit until softmax.
+  std::vector<TokenProb> cand;
+  const size_t k = params_.top_k > 0 ? static_cast<size_t>(params_.top_k) : n;
+  if (k < n) {
+    cand.reserve(k);
+    auto worse_first = [](const TokenProb& a, const TokenProb& b) { return better(a, b); };
+    for (size_t i = 0; i < n; ++i) {
+      const TokenProb t{static_cast<int32_t>(i), row[i]};
+      if (cand.size() < k) {
+        cand.push_back(t);
+        std::push_heap(cand.begin(), cand.end(), worse_first);
+      } else if (t.p > cand.front().p) {  // equal logit: the earlier (lower) id stays
+        std::pop_heap(cand.begin(), cand.end(), worse_first);
+        cand.back() = t;
+        std::push_heap(cand.begin(), cand.end(), worse_first);
+      }
+    }
+  } else {
+    cand.resize(n);
+    for (size_t i = 0; i < n; ++i) cand[i] = {static_cast<int32_t>(i), row[i]};
+  }
+  std::sort(cand.begin(), cand.end(), better);
+
+  // Temperature + softmax over the candidates (in double: 262,144 terms).
+  const double inv_t = 1.0 / params_.temperature;
+  const double max_logit = cand[0].p;
+  std::vector<double> w(cand.size());
+  double sum = 0.0;
+  for (size_t i = 0; i < cand.size(); ++i) {
+    w[i] = std::exp((cand[i].p - max_logit) * inv_t);
+    sum += w[i];
+  }
+  size_t keep = cand.size();
+  // Top-p: the smallest prefix whose probability reaches top_p.
+  if (params_.top_p < 1.0f) {
+    double cum = 0.0;
+    for (size_t i = 0; i < keep; ++i) {
+      cum += w[i] / sum;
+      if (cum >= params_.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  // Min-p: tokens at least min_p times as likely as the best one.
+  if (params_.min_p > 0.0f) {
+    const double threshold = params_.min_p * w[0];
+    size_t m = 1;
+    while (m < keep && w[m] >= threshold) ++m;
+    keep = m;
+  }
+  double kept_sum = 0.0;
+  for (size_t i = 0; i < keep; ++i) kept_sum += w[i];
+  cand.resize(keep);
+  for (size_t i = 0; i < keep; ++i) cand[i].p = static_cast<float>(w[i] / kept_sum);
+  return cand;
+}
+
+int32_t Sampler::draw(std::span<const TokenProb> dist) {
+  if (dist.empty()) throw Error("sampler: empty distribution");
+  if (dist.size() == 1) return dist[0].id;
+  double total = 0.0;
+  for (const TokenProb& t : dist) total += t.p;
+  const double u = uniform() * total;
+  double cum = 0.0;
+  for (const TokenProb& t : dist) {
+    cum += t.p;
+    if (u < cum) return t.id;
+  }
+  return dist.back().id;
+}
+
+int32_t Sampler::sample(std::span<const float> logits) {
+  const std::vector<TokenProb> dist = distribution(logits);
+  return draw(dist);
+}
+
+}  // namespace qgemma

@@ -1,0 +1,104 @@
+// A loaded Gemma 4 model and a generation session on it (KV cache + graphs + CPU backend).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels/quant/formats.h"
+#include "runtime/cpu_backend.h"
+#include "runtime/graph.h"
+#include "runtime/kv_cache.h"
+#include "runtime/model_config.h"
+#include "runtime/planner.h"
+#include "runtime/weights.h"
+
+namespace qgemma {
+
+class GgufFile;
+class ThreadPool;
+
+constexpr uint64_t kGiB = uint64_t{1} << 30;
+
+class Model {
+ public:
+  // Maps the file, reads the config and checks every tensor. `progress(done, total)` is called
+  // while the weights are read into memory (page cache) when the file is large (>= 256 MiB).
+  static std::unique_ptr<Model> load(const std::string& path,
+                                     const std::function<void(uint64_t, uint64_t)>& progress = {});
+  ~Model();
+
+  const GgufFile& file() const { return *file_; }
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+
+ private:
+  Model() = default;
+  std::unique_ptr<GgufFile> file_;
+  ModelConfig config_;
+  ModelWeights weights_;
+};
+
+struct SessionOptions {
+  int64_t n_ctx = 32768;     // positions the session can reach (max 262144)
+  int64_t n_batch = 512;     // tokens per forward pass in prefill
+  int n_threads = 0;         // <= 0: all cores
+  TensorType kv_type = TensorType::F16;
+  uint64_t mem_budget = 16 * kGiB;
+};
+
+struct MemoryEstimate {
+  uint64_t weights = 0, kv = 0, activations = 0;
+  uint64_t total() const { return weights + kv + activations; }
+};
+
+class Session {
+ public:
+  // Checks the memory budget before allocating anything (throws Error naming the numbers).
+  Session(const Model& m, const SessionOptions& o);
+  ~Session();
+
+  static MemoryEstimate estimate(const Model& m, const SessionOptions& o);
+
+  // Runs `tokens` at positions n_past().. (in batches of n_batch) and returns the logits of the
+  // last n_logits tokens, [n_logits x n_vocab] row-major (valid until the next call).
+  std::span<const float> eval(std::span<const int32_t> tokens, int64_t n_logits = 1);
+  // Logits of every token, [tokens x n_vocab] (for `qgemma logits` and reference checks).
+  std::vector<float> eval_all(std::span<const int32_t> tokens);
+
+  int64_t n_past() const { return n_past_; }
+  void crop(int64_t n);  // forget positions >= n
+  void reset();
+  const ModelConfig& config() const { return m_.config(); }
+  const KvCache& kv_cache() const { return kv_; }
+  int n_threads() const;
+
+ private:
+  struct Plan {
+    Graph graph;
+    MemoryPlan memory;
+  };
+  const Plan& plan(int64_t n_tokens, int64_t n_outputs);
+  // One forward pass of at most n_batch tokens; returns its output rows.
+  const float* forward(std::span<const int32_t> tokens, int64_t n_outputs);
+
+  const Model& m_;
+  SessionOptions o_;
+  std::unique_ptr<ThreadPool> pool_;
+  KvCache kv_;
+  CpuBackend backend_;
+  std::map<std::pair<int64_t, int64_t>, Plan> plans_;
+  std::vector<float> arena_;
+  std::vector<float> logits_;
+  std::vector<int32_t> pos_;
+  int64_t n_past_ = 0;
+};
+
+std::string format_bytes(uint64_t bytes);  // "6.71 GiB", "512.0 MiB"
+
+}  // namespace qgemma

@@ -1,0 +1,345 @@
+#include "runtime/vulkan/ops.h"
+
+#include <algorithm>
+#include <string>
+
+#include "loader/error.h"
+
+namespace qgemma::vk {
+namespace {
+
+using Arg = Recorder::Arg;
+
+// Module suffix of a weight format, or nullptr when no shader reads it.
+const char* format_suffix(TensorType t) {
+  switch (t) {
+    case TensorType::Q4_0: return "q4_0";
+    case TensorType::Q8_0: return "q8_0";
+    case TensorType::Q4_K: return "q4_k";
+    case TensorType::Q6_K: return "q6_k";
+    case TensorType::F16: return "f16";
+    case TensorType::BF16: return "bf16";
+    case TensorType::F32: return "f32";
+    default: return nullptr;
+  }
+}
+
+int64_t block_elems(TensorType t) { return type_traits(t).block_size; }
+
+[[noreturn]] void fail(const std::string& op, const std::string& what) {
+  throw Error("Vulkan " + op + ": " + what);
+}
+
+void require(bool ok, const char* op, const std::string& what) {
+  if (!ok) fail(op, what);
+}
+
+void require_view(const View& v, size_t bytes, const char* op, const char* name) {
+  if (!v.buffer) fail(op, std::string(name) + " is missing");
+  if (v.offset + v.size() > v.buffer->size() || v.size() < bytes) {
+    fail(op, std::string(name) + " holds " + std::to_string(v.size()) + " bytes, needs " +
+                 std::to_string(bytes));
+  }
+}
+
+// Splits a workgroup count into x (at most 65535, the guaranteed limit) and y.
+struct Grid {
+  uint32_t x, y;
+};
+Grid fold(uint64_t groups) {
+  const uint32_t gx = (uint32_t)std::min<uint64_t>(std::max<uint64_t>(groups, 1), 65535);
+  return {gx, (uint32_t)((groups + gx - 1) / gx)};
+}
+
+uint32_t ceil_div(uint64_t a, uint64_t b) { return (uint32_t)((a + b - 1) / b); }
+
+// A stand-in binding for an absent optional buffer (never read by the shader).
+View or_dummy(const View& v, const View& dummy) { return v.buffer ? v : dummy; }
+
+}  // namespace
+
+bool matmul_supported_on_gpu(TensorType wtype) {
+  return wtype == TensorType::Q4_0 || wtype == TensorType::Q8_0 || wtype == TensorType::Q4_K ||
+         wtype == TensorType::Q6_K || wtype == TensorType::F16 || wtype == TensorType::BF16;
+}
+
+static void check_matmul(const char* op, TensorType wtype, const View& w, const View& x,
+                         const View& y, uint32_t M, uint32_t K, uint32_t N, uint32_t xs,
+                         uint32_t ys) {
+  require(matmul_supported_on_gpu(wtype), op,
+          "no shader for weight type " + std::string(type_traits(wtype).name));
+  require(K % block_elems(wtype) == 0, op,
+          "K = " + std::to_string(K) + " is not a multiple of the " +
+              std::string(type_traits(wtype).name) + " block size");
+  require(xs >= K && ys >= M, op, "strides smaller than the rows");
+  require_view(w, row_size(wtype, K) * M, op, "weights");
+  require_view(x, ((size_t)(N - 1) * xs + K) * 4, op, "activations");
+  require_view(y, ((size_t)(N - 1) * ys + M) * 4, op, "output");
+}
+
+void mul_mat_vec(Recorder& rec, TensorType wtype, View w, View x, View y, uint32_t M, uint32_t K,
+                 uint32_t N, uint32_t x_stride, uint32_t y_stride) {
+  if (!x_stride) x_stride = K;
+  if (!y_stride) y_stride = M;
+  require(N >= 1 && N <= 8, "mul_mat_vec", "N = " + std::to_string(N) + " outside [1, 8]");
+  check_matmul("mul_mat_vec", wtype, w, x, y, M, K, N, x_stride, y_stride);
+  constexpr uint32_t kRows = 2;
+  const uint32_t spec[] = {64, N, kRows};
+  const Pipeline& p = rec.device().pipeline(std::string("mul_mat_vec_") + format_suffix(wtype), spec, 3, 24);
+  const Grid g = fold(ceil_div(M, kRows));
+  const uint32_t push[] = {M, K, (uint32_t)row_size(wtype, K), x_stride, y_stride, g.x};
+  const Arg args[] = {{w, false}, {x, false}, {y, true}};
+  rec.dispatch(p, args, push, sizeof push, g.x, g.y);
+}
+
+void mul_mm(Recorder& rec, TensorType wtype, View w, View x, View y, uint32_t M, uint32_t K,
+            uint32_t N, uint32_t x_stride, uint32_t y_stride) {
+  if (!x_stride) x_stride = K;
+  if (!y_stride) y_stride = M;
+  require(N >= 1, "mul_mm", "N = 0");
+  check_matmul("mul_mm", wtype, w, x, y, M, K, N, x_stride, y_stride);
+  constexpr uint32_t kTile = 64;
+  const uint32_t spec[] = {kTile, kTile};
+  const Pipeline& p = rec.device().pipeline(std::string("mul_mm_") + format_suffix(wtype), spec, 3, 24);
+  const uint32_t push[] = {M, N, K, (uint32_t)row_size(wtype, K), x_stride, y_stride};
+  const Arg args[] = {{w, false}, {x, false}, {y, true}};
+  rec.dispatch(p, args, push, sizeof push, ceil_div(M, kTile), ceil_div(N, kTile));
+}
+
+bool int_dot_supported(const Device& dev, TensorType wtype) {
+  return dev.info().int_dot && (wtype == TensorType::Q4_0 || wtype == TensorType::Q8_0);
+}
+
+size_t q8_activation_bytes(uint32_t K, uint32_t N) { return (size_t)K / 32 * 40 * N; }
+
+void quantize_q8(Recorder& rec, View x, View xq, uint32_t K, uint32_t N, uint32_t x_stride) {
+  if (!x_stride) x_stride = K;
+  require(K % 32 == 0, "quantize_q8", "K = " + std::to_string(K) + " is not a multiple of 32");
+  require_view(x, ((size_t)(N - 1) * x_stride + K) * 4, "quantize_q8", "activations");
+  require_view(xq, q8_activation_bytes(K, N), "quantize_q8", "quantized activations");
+  const Pipeline& p = rec.device().pipeline("quantize_q8", {}, 2, 12);
+  const uint32_t push[] = {K / 32, N, x_stride};
+  const Arg args[] = {{x, false}, {xq, true}};
+  rec.dispatch(p, args, push, sizeof push, ceil_div((uint64_t)K / 32 * N, 64));
+}
+
+void mul_mat_vec_q8(Recorder& rec, TensorType wtype, View w, View xq, View y, uint32_t M,
+                    uint32_t K, uint32_t N, uint32_t y_stride) {
+  if (!y_stride) y_stride = M;
+  require(int_dot_supported(rec.device(), wtype), "mul_mat_vec_q8",
+          "needs integer dot products on the device and Q4_0/Q8_0 weights");
+  require(N >= 1 && N <= 8, "mul_mat_vec_q8", "N = " + std::to_string(N) + " outside [1, 8]");
+  require(K % 32 == 0, "mul_mat_vec_q8", "K = " + std::to_string(K) + " is not a multiple of 32");
+  require_view(w, row_size(wtype, K) * M, "mul_mat_vec_q8", "weights");
+  require_view(xq, q8_activation_bytes(K, N), "mul_mat_vec_q8", "quantized activations");
+  require_view(y, ((size_t)(N - 1) * y_stride + M) * 4, "mul_mat_vec_q8", "output");
+  constexpr uint32_t kRows = 2;
+  const uint32_t spec[] = {64, N, kRows};
+  const Pipeline& p =
+      rec.device().pipeline(std::string("mul_mat_vec_q8_") + format_suffix(wtype), spec, 3, 24);
+  const Grid g = fold(ceil_div(M, kRows));
+  const uint32_t push[] = {M, K, (uint32_t)row_size(wtype, K), K / 32 * 10, y_stride, g.x};
+  const Arg args[] = {{w, false}, {xq, false}, {y, true}};
+  rec.dispatch(p, args, push, sizeof push, g.x, g.y);
+}
+
+void matmul(Recorder& rec, TensorType wtype, View w, View x, View y, uint32_t M, uint32_t K,
+            uint32_t N, View q8_scratch) {
+  if (N > 8) return mul_mm(rec, wtype, w, x, y, M, K, N);
+  if (q8_scratch.buffer && int_dot_supported(rec.device(), wtype)) {
+    quantize_q8(rec, x, q8_scratch, K, N);
+    return mul_mat_vec_q8(rec, wtype, w, q8_scratch, y, M, K, N);
+  }
+  mul_mat_vec(rec, wtype, w, x, y, M, K, N);
+}
+
+void flash_attn(Recorder& rec, const FlashAttnParams& a) {
+  const char* op = "flash_attn";
+  require(a.kv_type == TensorType::F16 || a.kv_type == TensorType::Q8_0, op, "KV type must be F16 or Q8_0");
+  require(a.head_dim % 32 == 0 && a.head_dim >= 32 && a.head_dim <= 1024, op,
+          "head_dim " + std::to_string(a.head_dim) + " is not a multiple of 32 in [32, 1024]");
+  require(a.n_kv_head > 0 && a.n_head % a.n_kv_head == 0, op, "n_head is not a multiple of n_kv_head");
+  require(!a.q_group.buffer == !a.kv_group.buffer, op, "give both group arrays or neither");
+  require(a.q_stride_head >= a.head_dim && a.out_stride_head >= a.head_dim, op, "head strides");
+  if (a.n_q == 0 || a.n_head == 0) return;
+  require(a.n_q <= rec.device().info().max_workgroup_count[0], op, "too many queries for one dispatch");
+  require_view(a.q, ((size_t)(a.n_q - 1) * a.q_stride_token + (size_t)(a.n_head - 1) * a.q_stride_head + a.head_dim) * 4, op, "q");
+  require_view(a.out, ((size_t)(a.n_q - 1) * a.out_stride_token + (size_t)(a.n_head - 1) * a.out_stride_head + a.head_dim) * 4, op, "out");
+  const size_t row = row_size(a.kv_type, a.head_dim);
+  if (a.n_kv) {
+    require_view(a.k, (size_t)(a.n_kv - 1) * a.k_stride_slot + (size_t)(a.n_kv_head - 1) * a.k_stride_head + row, op, "k");
+    require_view(a.v, (size_t)(a.n_kv - 1) * a.v_stride_slot + (size_t)(a.n_kv_head - 1) * a.v_stride_head + row, op, "v");
+    require_view(a.kv_pos, (size_t)a.n_kv * 4, op, "kv_pos");
+  }
+  require_view(a.q_pos, (size_t)a.n_q * 4, op, "q_pos");
+  const uint32_t wg = a.head_dim % 64 == 0 ? 64 : 32;
+  const uint32_t spec[] = {wg, a.head_dim};
+  const Pipeline& p = rec.device().pipeline(
+      std::string("flash_attn_") + (a.kv_type == TensorType::F16 ? "f16" : "q8_0"), spec, 8, 60);
+  struct {
+    uint32_t n_q, n_head, n_kv_head, n_kv;
+    uint32_t qst, qsh, ost, osh, kss, ksh, vss, vsh;
+    int32_t window;
+    float scale;
+    uint32_t has_groups;
+  } push{a.n_q, a.n_head, a.n_kv_head, a.n_kv, a.q_stride_token, a.q_stride_head,
+         a.out_stride_token, a.out_stride_head, a.k_stride_slot, a.k_stride_head,
+         a.v_stride_slot, a.v_stride_head, a.window, a.scale, a.q_group.buffer ? 1u : 0u};
+  static_assert(sizeof push == 60);
+  // Absent inputs (no cache yet, no groups) are bound to q_pos; the shader never reads them.
+  const View d = a.q_pos;
+  const Arg args[] = {{a.q, false},
+                      {or_dummy(a.n_kv ? a.k : View{}, d), false},
+                      {or_dummy(a.n_kv ? a.v : View{}, d), false},
+                      {a.q_pos, false},
+                      {or_dummy(a.n_kv ? a.kv_pos : View{}, d), false},
+                      {or_dummy(a.q_group, d), false},
+                      {or_dummy(a.kv_group, d), false},
+                      {a.out, true}};
+  rec.dispatch(p, args, &push, sizeof push, a.n_q, a.n_head);
+}
+
+void rms_norm(Recorder& rec, View x, View w, View y, uint32_t n, uint32_t rows, float eps) {
+  require_view(x, (size_t)n * rows * 4, "rms_norm", "x");
+  require_view(y, (size_t)n * rows * 4, "rms_norm", "y");
+  if (w.buffer) require_view(w, (size_t)n * 4, "rms_norm", "weight");
+  const uint32_t spec[] = {128, w.buffer ? 1u : 0u};
+  const Pipeline& p = rec.device().pipeline("rms_norm", spec, 3, 16);
+  const Grid g = fold(rows);
+  struct {
+    uint32_t n, rows, gx;
+    float eps;
+  } push{n, rows, g.x, eps};
+  const Arg args[] = {{x, false}, {or_dummy(w, x), false}, {y, true}};
+  rec.dispatch(p, args, &push, sizeof push, g.x, g.y);
+}
+
+void layer_norm(Recorder& rec, View x, View w, View b, View y, uint32_t n, uint32_t rows,
+                float eps) {
+  require_view(x, (size_t)n * rows * 4, "layer_norm", "x");
+  require_view(y, (size_t)n * rows * 4, "layer_norm", "y");
+  if (w.buffer) require_view(w, (size_t)n * 4, "layer_norm", "weight");
+  if (b.buffer) require_view(b, (size_t)n * 4, "layer_norm", "bias");
+  const uint32_t spec[] = {128, w.buffer ? 1u : 0u, b.buffer ? 1u : 0u};
+  const Pipeline& p = rec.device().pipeline("layer_norm", spec, 4, 16);
+  const Grid g = fold(rows);
+  struct {
+    uint32_t n, rows, gx;
+    float eps;
+  } push{n, rows, g.x, eps};
+  const Arg args[] = {{x, false}, {or_dummy(w, x), false}, {or_dummy(b, x), false}, {y, true}};
+  rec.dispatch(p, args, &push, sizeof push, g.x, g.y);
+}
+
+void softmax(Recorder& rec, View x, View y, uint32_t n, uint32_t rows) {
+  require(n >= 1, "softmax", "n = 0");
+  require_view(x, (size_t)n * rows * 4, "softmax", "x");
+  require_view(y, (size_t)n * rows * 4, "softmax", "y");
+  const uint32_t spec[] = {128};
+  const Pipeline& p = rec.device().pipeline("softmax", spec, 2, 12);
+  const Grid g = fold(rows);
+  const uint32_t push[] = {n, rows, g.x};
+  const Arg args[] = {{x, false}, {y, true}};
+  rec.dispatch(p, args, push, sizeof push, g.x, g.y);
+}
+
+void argmax(Recorder& rec, View x, View y, uint32_t n, uint32_t rows) {
+  require(n >= 1, "argmax", "n = 0");
+  require(rows <= 65535, "argmax", "more than 65535 rows");
+  require_view(x, (size_t)n * rows * 4, "argmax", "x");
+  require_view(y, (size_t)rows * 4, "argmax", "y");
+  const uint32_t spec[] = {256};
+  const Pipeline& p = rec.device().pipeline("argmax", spec, 2, 8);
+  const uint32_t push[] = {n, rows};
+  const Arg args[] = {{x, false}, {y, true}};
+  rec.dispatch(p, args, push, sizeof push, rows);
+}
+
+void rope(Recorder& rec, View x, View pos, View inv_freq, View y, uint32_t tokens, uint32_t heads,
+          uint32_t head_dim, bool neox, uint32_t x_stride_token, uint32_t y_stride_token) {
+  if (!x_stride_token) x_stride_token = heads * head_dim;
+  if (!y_stride_token) y_stride_token = heads * head_dim;
+  require(head_dim % 2 == 0, "rope", "odd head_dim");
+  require_view(x, ((size_t)(tokens - 1) * x_stride_token + heads * head_dim) * 4, "rope", "x");
+  require_view(y, ((size_t)(tokens - 1) * y_stride_token + heads * head_dim) * 4, "rope", "y");
+  require_view(pos, (size_t)tokens * 4, "rope", "positions");
+  require_view(inv_freq, (size_t)head_dim / 2 * 4, "rope", "inv_freq");
+  const uint32_t spec[] = {neox ? 1u : 0u};
+  const Pipeline& p = rec.device().pipeline("rope", spec, 4, 24);
+  const Grid g = fold(ceil_div((uint64_t)tokens * heads * (head_dim / 2), 64));
+  const uint32_t push[] = {tokens, heads, head_dim, x_stride_token, y_stride_token, g.x};
+  const Arg args[] = {{x, false}, {pos, false}, {inv_freq, false}, {y, true}};
+  rec.dispatch(p, args, push, sizeof push, g.x, g.y);
+}
+
+void geglu(Recorder& rec, View gate, View up, View y, uint32_t n, uint32_t rows,
+           uint32_t gate_stride, uint32_t up_stride, uint32_t y_stride) {
+  if (!gate_stride) gate_stride = n;
+  if (!up_stride) up_stride = n;
+  if (!y_stride) y_stride = n;
+  require_view(gate, ((size_t)(rows - 1) * gate_stride + n) * 4, "geglu", "gate");
+  require_view(up, ((size_t)(rows - 1) * up_stride + n) * 4, "geglu", "up");
+  require_view(y, ((size_t)(rows - 1) * y_stride + n) * 4, "geglu", "y");
+  const Pipeline& p = rec.device().pipeline("glu", {}, 3, 24);
+  const Grid g = fold(ceil_div((uint64_t)n * rows, 256));
+  const uint32_t push[] = {n, rows, gate_stride, up_stride, y_stride, g.x};
+  const Arg args[] = {{gate, false}, {up, false}, {y, true}};
+  rec.dispatch(p, args, push, sizeof push, g.x, g.y);
+}
+
+void softcap(Recorder& rec, View x, View y, uint32_t n, float cap) {
+  require(cap > 0, "softcap", "cap must be positive");
+  require_view(x, (size_t)n * 4, "softcap", "x");
+  require_view(y, (size_t)n * 4, "softcap", "y");
+  const Pipeline& p = rec.device().pipeline("softcap", {}, 2, 12);
+  const Grid g = fold(ceil_div(n, 256));
+  struct {
+    uint32_t n, gx;
+    float cap;
+  } push{n, g.x, cap};
+  const Arg args[] = {{x, false}, {y, true}};
+  rec.dispatch(p, args, &push, sizeof push, g.x, g.y);
+}
+
+static void binary(Recorder& rec, uint32_t op, View a, View b, View y, uint32_t n, uint32_t nb,
+                   float s) {
+  const char* name = op == 0 ? "add" : op == 1 ? "mul" : "scale";
+  if (!nb) nb = n;
+  require(op == 2 || (nb > 0 && n % nb == 0), name, "n is not a multiple of b's length");
+  require_view(a, (size_t)n * 4, name, "a");
+  if (op != 2) require_view(b, (size_t)nb * 4, name, "b");
+  require_view(y, (size_t)n * 4, name, "y");
+  const uint32_t spec[] = {op};
+  const Pipeline& p = rec.device().pipeline("binary", spec, 3, 16);
+  const Grid g = fold(ceil_div(n, 256));
+  struct {
+    uint32_t n, nb, gx;
+    float s;
+  } push{n, nb, g.x, s};
+  const Arg args[] = {{a, false}, {op == 2 ? a : b, false}, {y, true}};
+  rec.dispatch(p, args, &push, sizeof push, g.x, g.y);
+}
+
+void add(Recorder& rec, View a, View b, View y, uint32_t n, uint32_t nb) { binary(rec, 0, a, b, y, n, nb, 0); }
+void mul(Recorder& rec, View a, View b, View y, uint32_t n, uint32_t nb) { binary(rec, 1, a, b, y, n, nb, 0); }
+void scale(Recorder& rec, View a, View y, uint32_t n, float s) { binary(rec, 2, a, View{}, y, n, n, s); }
+
+void get_rows(Recorder& rec, TensorType t, View table, View ids, View y, uint32_t n_cols,
+              uint32_t tokens, float multiplier) {
+  const char* suffix = format_suffix(t);
+  require(suffix != nullptr, "get_rows", "no shader for type " + std::string(type_traits(t).name));
+  require(n_cols % block_elems(t) == 0, "get_rows", "n_cols is not a multiple of the block size");
+  require(tokens <= 65535, "get_rows", "more than 65535 tokens");
+  require_view(table, row_size(t, n_cols), "get_rows", "table");
+  require_view(ids, (size_t)tokens * 4, "get_rows", "ids");
+  require_view(y, (size_t)tokens * n_cols * 4, "get_rows", "y");
+  const Pipeline& p = rec.device().pipeline(std::string("get_rows_") + suffix, {}, 3, 16);
+  struct {
+    uint32_t n_cols, row_bytes, tokens;
+    float multiplier;
+  } push{n_cols, (uint32_t)row_size(t, n_cols), tokens, multiplier};
+  const Arg args[] = {{table, false}, {ids, false}, {y, true}};
+  rec.dispatch(p, args, &push, sizeof push, std::min<uint32_t>(ceil_div(n_cols / 4 + 1, 64), 64), tokens);
+}
+
+}  // namespace qgemma::vk

@@ -1,0 +1,95 @@
+// Op launchers of the Vulkan backend: each records one (or two) dispatches of a shader from
+// shaders/ into a Recorder. Shapes are in elements; every buffer is a View (buffer + byte
+// offset, offsets a multiple of the device's storage alignment). Semantics are those of the
+// CPU kernels named beside each launcher, which the tests in tests/vulkan compare against.
+// An optional buffer is a default-constructed View (no buffer).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/quant/formats.h"
+#include "runtime/vulkan/device.h"
+
+namespace qgemma::vk {
+
+// ---- matrix multiplication (kernels/matmul/matmul.h, float activations) ------------------
+// W: M rows of K elements of `wtype` (ggml row layout, row_size(wtype, K) bytes per row).
+// x: N activation rows of K floats, x_stride floats apart (0: K).
+// y: N output rows of M floats, y_stride floats apart (0: M): y[n][m] = sum_k W[m][k] x[n][k].
+
+// Weight formats the matrix shaders read: Q4_0, Q8_0, Q4_K, Q6_K, F16, BF16.
+bool matmul_supported_on_gpu(TensorType wtype);
+// Matrix x vectors, N in [1, 8] (decode), float path.
+void mul_mat_vec(Recorder& rec, TensorType wtype, View w, View x, View y, uint32_t M, uint32_t K,
+                 uint32_t N, uint32_t x_stride = 0, uint32_t y_stride = 0);
+// Tiled matrix x matrix, any N (prefill).
+void mul_mm(Recorder& rec, TensorType wtype, View w, View x, View y, uint32_t M, uint32_t K,
+            uint32_t N, uint32_t x_stride = 0, uint32_t y_stride = 0);
+
+// Integer-dot path (devices with DeviceInfo::int_dot; Q4_0 and Q8_0 weights, K % 32 == 0):
+// x is quantized to Q8 blocks (d rounded to f16 like quantize_row_q8_0_ref) into xq, then the
+// dot products run on packed int8.
+bool int_dot_supported(const Device& dev, TensorType wtype);
+size_t q8_activation_bytes(uint32_t K, uint32_t N);  // size of xq
+void quantize_q8(Recorder& rec, View x, View xq, uint32_t K, uint32_t N, uint32_t x_stride = 0);
+void mul_mat_vec_q8(Recorder& rec, TensorType wtype, View w, View xq, View y, uint32_t M,
+                    uint32_t K, uint32_t N, uint32_t y_stride = 0);
+
+// The matmul the graph runtime calls: mul_mat_vec for N <= 8 (through the integer path when
+// the device has it, the format allows it and `q8_scratch` (q8_activation_bytes) is given),
+// mul_mm otherwise.
+void matmul(Recorder& rec, TensorType wtype, View w, View x, View y, uint32_t M, uint32_t K,
+            uint32_t N, View q8_scratch = {});
+
+// ---- attention (kernels/attention/attention.h; same visibility rule and strides) ---------
+struct FlashAttnParams {
+  View q;  // f32
+  uint32_t q_stride_token = 0, q_stride_head = 0;  // floats
+  View q_pos;            // int32 [n_q]
+  View q_group;          // int32 [n_q] or none
+  uint32_t n_q = 0, n_head = 0, n_kv_head = 0, head_dim = 0;
+  TensorType kv_type = TensorType::F16;  // F16 or Q8_0, for both K and V
+  View k, v;
+  uint32_t k_stride_slot = 0, k_stride_head = 0, v_stride_slot = 0, v_stride_head = 0;  // bytes
+  View kv_pos;    // int32 [n_kv], -1 = empty slot
+  View kv_group;  // int32 [n_kv] or none (both groups or neither)
+  uint32_t n_kv = 0;
+  int32_t window = 0;
+  float scale = 1.0f;
+  View out;  // f32
+  uint32_t out_stride_token = 0, out_stride_head = 0;  // floats
+};
+void flash_attn(Recorder& rec, const FlashAttnParams& a);
+
+// ---- row ops (kernels/ops/ops.h) ----------------------------------------------------------
+// rows x n floats, contiguous; w: [n] or none. Per-head norms: n = head_dim, rows = heads.
+void rms_norm(Recorder& rec, View x, View w, View y, uint32_t n, uint32_t rows, float eps);
+void layer_norm(Recorder& rec, View x, View w, View b, View y, uint32_t n, uint32_t rows,
+                float eps);
+void softmax(Recorder& rec, View x, View y, uint32_t n, uint32_t rows);
+// y: int32 [rows]
+void argmax(Recorder& rec, View x, View y, uint32_t n, uint32_t rows);
+
+// x, y: [tokens][heads][head_dim] with token strides (floats; 0: heads * head_dim);
+// pos: int32 [tokens]; inv_freq: [head_dim / 2] from rope_inv_freq. neox: rope_neox_f32
+// pairing, else rope_interleaved_f32.
+void rope(Recorder& rec, View x, View pos, View inv_freq, View y, uint32_t tokens, uint32_t heads,
+          uint32_t head_dim, bool neox = true, uint32_t x_stride_token = 0,
+          uint32_t y_stride_token = 0);
+
+// y[r][i] = gelu_tanh(gate[r][i]) * up[r][i]; strides in floats (0: n).
+void geglu(Recorder& rec, View gate, View up, View y, uint32_t n, uint32_t rows,
+           uint32_t gate_stride = 0, uint32_t up_stride = 0, uint32_t y_stride = 0);
+void softcap(Recorder& rec, View x, View y, uint32_t n, float cap);
+// y = a + b / a * b with b[i % nb] (nb = 0: n); y = s * a.
+void add(Recorder& rec, View a, View b, View y, uint32_t n, uint32_t nb = 0);
+void mul(Recorder& rec, View a, View b, View y, uint32_t n, uint32_t nb = 0);
+void scale(Recorder& rec, View a, View y, uint32_t n, float s);
+
+// Embedding gather (get_row_f32): y[t] = multiplier * row ids[t] of table; ids int32 [tokens].
+// Formats: Q4_0, Q8_0, Q4_K, Q6_K, F16, BF16, F32.
+void get_rows(Recorder& rec, TensorType t, View table, View ids, View y, uint32_t n_cols,
+              uint32_t tokens, float multiplier);
+
+}  // namespace qgemma::vk

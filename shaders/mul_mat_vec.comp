@@ -1,0 +1,73 @@
+#version 450
+// Matrix x vectors (decode): y[c][r] = sum_k W[r][k] * x[c][k] for NCOLS (1..8) activation
+// columns, float activations. One workgroup computes NROWS rows; each weight byte is read once
+// for all columns. Compile-time variant: the weight format (WTYPE_*, see dequant.glsl).
+#extension GL_GOOGLE_include_directive : require
+
+layout(constant_id = 0) const uint WG = 64;    // threads (power of two)
+layout(constant_id = 1) const uint NCOLS = 1;  // activation columns
+layout(constant_id = 2) const uint NROWS = 2;  // weight rows per workgroup
+layout(local_size_x_id = 0) in;
+
+layout(push_constant) uniform Push {
+  uint rows;       // weight rows (outputs per column)
+  uint K;          // elements per row
+  uint row_bytes;  // bytes per weight row
+  uint x_stride;   // floats between activation columns
+  uint y_stride;   // floats between output columns
+  uint groups_x;   // workgroups along x (the grid is folded into y beyond the x limit)
+} p;
+
+layout(binding = 0) readonly buffer WBuf { uint w_words[]; };
+layout(binding = 1) readonly buffer XBuf { float x[]; };
+layout(binding = 2) writeonly buffer YBuf { float y[]; };
+
+#include "bytes.glsl"
+BYTE_READERS(w, w_words)
+#include "dequant.glsl"
+
+shared float red[NROWS * NCOLS * WG];
+
+void main() {
+  const uint tid = gl_LocalInvocationID.x;
+  const uint row0 = (gl_WorkGroupID.y * p.groups_x + gl_WorkGroupID.x) * NROWS;
+  if (row0 >= p.rows) return;  // uniform over the workgroup
+
+  float acc[NROWS * NCOLS];
+  for (uint i = 0; i < NROWS * NCOLS; ++i) acc[i] = 0.0;
+
+  const uint nquads = p.K / 4u;
+  for (uint q = tid; q < nquads; q += WG) {
+    const uint e = q * 4u;
+    for (uint r = 0; r < NROWS; ++r) {
+      const uint row = min(row0 + r, p.rows - 1u);
+      const vec4 wv = w_dq4(row * p.row_bytes, e);
+      for (uint c = 0; c < NCOLS; ++c) {
+        const uint xo = c * p.x_stride + e;
+        acc[r * NCOLS + c] += dot(wv, vec4(x[xo], x[xo + 1u], x[xo + 2u], x[xo + 3u]));
+      }
+    }
+  }
+#ifdef W_HAS_DQ1
+  for (uint e = nquads * 4u + tid; e < p.K; e += WG) {
+    for (uint r = 0; r < NROWS; ++r) {
+      const uint row = min(row0 + r, p.rows - 1u);
+      const float wv = w_dq1(row * p.row_bytes, e);
+      for (uint c = 0; c < NCOLS; ++c) acc[r * NCOLS + c] += wv * x[c * p.x_stride + e];
+    }
+  }
+#endif
+
+  for (uint i = 0; i < NROWS * NCOLS; ++i) red[i * WG + tid] = acc[i];
+  barrier();
+  for (uint s = WG / 2u; s > 0u; s >>= 1) {
+    if (tid < s) {
+      for (uint i = 0; i < NROWS * NCOLS; ++i) red[i * WG + tid] += red[i * WG + tid + s];
+    }
+    barrier();
+  }
+  if (tid < NROWS * NCOLS) {
+    const uint r = tid / NCOLS, c = tid % NCOLS;
+    if (row0 + r < p.rows) y[c * p.y_stride + row0 + r] = red[tid * WG];
+  }
+}

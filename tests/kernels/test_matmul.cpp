@@ -1,0 +1,273 @@
+// Every matmul variant this machine can run against matmul_ref, on random data with ragged shapes
+// (K a multiple of 32 but not of 256, N not a multiple of the tile, R from 1 to 100), sub-ranges
+// [n0, n1), padded strides, and the Gemma 4 12B GEMV shapes.
+//
+// Tolerances, derived from the formats: with M[r][n] = sum_k |W[n][k]| |X[r][k]| (dequantized):
+//  - int8 formats (Q4_0, Q8_0 and their x8 layouts): each block's integer dot product is exact in
+//    every variant; variants differ from the reference only in the float rounding of the per-block
+//    scale products and of the sequential sum over nb = K/32 blocks, so
+//    |y - y_ref| <= (nb + 4) * 2^-23 * M.
+//  - float formats (F32, F16, BF16 weights x F32 activations): the reference sums in double,
+//    variants in float in at least 8 lanes, each lane a sequential sum of K/8 products, then a
+//    lane reduction: |y - y_ref| <= (K/8 + 16) * 2^-24 * M.
+//  - K-quants (Q4_K, Q6_K x Q8_K): integer sub-block dot products, float scales per sub-block:
+//    |y - y_ref| <= (K/16 + 4) * 2^-23 * M.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu.h"
+#include "kernels/matmul/matmul.h"
+#include "kernels/quant/quant.h"
+
+namespace qgemma {
+namespace {
+
+bool under_qemu() { return std::getenv("QGEMMA_SMALL_TESTS") != nullptr; }
+
+// A weight matrix in `wtype` (repacked types are made from their plain type) and its dequantized
+// float values.
+struct Weights {
+  TensorType wtype;
+  int64_t N, K;
+  std::vector<uint8_t> data;
+  std::vector<float> deq;  // N x K
+};
+
+TensorType plain_type(TensorType t) {
+  if (t == TensorType::Q4_0x8) return TensorType::Q4_0;
+  if (t == TensorType::Q8_0x8) return TensorType::Q8_0;
+  return t;
+}
+
+Weights make_weights(TensorType wtype, int64_t N, int64_t K, std::mt19937& rng) {
+  const TensorType plain = plain_type(wtype);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> f(N * K);
+  for (float& v : f) v = dist(rng);
+  Weights w{wtype, N, K, {}, std::vector<float>(N * K)};
+  const size_t rs = row_size(plain, K);
+  std::vector<uint8_t> plain_data(rs * N);
+  for (int64_t n = 0; n < N; ++n) {
+    quantize_row(plain, f.data() + n * K, plain_data.data() + n * rs, K);
+    dequantize_row(plain, plain_data.data() + n * rs, w.deq.data() + n * K, K);
+  }
+  if (plain == wtype) {
+    w.data = std::move(plain_data);
+  } else {
+    w.data.resize(plain_data.size());
+    repack_rows(plain, plain_data.data(), w.data.data(), K, 0, N);
+  }
+  return w;
+}
+
+// R activation rows in vec_dot_type(wtype) with a padded stride, and their dequantized values.
+struct Acts {
+  std::vector<uint8_t> data;
+  size_t ldx;
+  std::vector<float> deq;  // R x K
+};
+
+Acts make_acts(TensorType wtype, int64_t R, int64_t K, std::mt19937& rng) {
+  const TensorType at = vec_dot_type(wtype);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  Acts a;
+  a.ldx = row_size(at, K) + 64;  // padded stride
+  a.data.assign(a.ldx * R, 0xCD);
+  a.deq.resize(R * K);
+  std::vector<float> f(K);
+  for (int64_t r = 0; r < R; ++r) {
+    for (float& v : f) v = dist(rng);
+    quantize_row(at, f.data(), a.data.data() + r * a.ldx, K);
+    dequantize_row(at, a.data.data() + r * a.ldx, a.deq.data() + r * K, K);
+  }
+  return a;
+}
+
+double tolerance_factor(TensorType wtype, int64_t K) {
+  switch (wtype) {
+    case TensorType::F32:
+    case TensorType::F16:
+    case TensorType::BF16:
+      return (K / 8.0 + 16) * std::ldexp(1.0, -24);
+    case TensorType::Q4_K:
+    case TensorType::Q6_K:
+      return (K / 16.0 + 4) * std::ldexp(1.0, -23);
+    default:
+      return (K / 32.0 + 4) * std::ldexp(1.0, -23);
+  }
+}
+
+// Runs `fn` on columns [n0, n1) and compares with matmul_ref; columns outside stay untouched.
+void check(TensorType wtype, MatmulFn fn, const std::string& name, int64_t N, int64_t K, int64_t R,
+           int64_t n0, int64_t n1, std::mt19937& rng) {
+  SCOPED_TRACE(name + " " + std::string(type_traits(wtype).name) + " N=" + std::to_string(N) +
+               " K=" + std::to_string(K) + " R=" + std::to_string(R) + " n=[" + std::to_string(n0) +
+               "," + std::to_string(n1) + ")");
+  const Weights w = make_weights(wtype, N, K, rng);
+  const Acts x = make_acts(wtype, R, K, rng);
+  const int64_t ldy = N + 5;
+  const float sentinel = -12345.0f;
+  std::vector<float> y(R * ldy, sentinel), y_ref(R * ldy, sentinel);
+  MatmulArgs args{w.data.data(), x.data.data(), x.ldx, y.data(), ldy, K, R};
+  fn(args, n0, n1);
+  args.y = y_ref.data();
+  matmul_ref(wtype, args, n0, n1);
+  const double tf = tolerance_factor(wtype, K);
+  int bad = 0;
+  for (int64_t r = 0; r < R && bad < 5; ++r) {
+    for (int64_t n = 0; n < ldy && bad < 5; ++n) {
+      const float got = y[r * ldy + n];
+      if (n < n0 || n >= n1) {
+        if (got != sentinel) {
+          ADD_FAILURE() << "wrote outside [n0,n1): r=" << r << " n=" << n;
+          ++bad;
+        }
+        continue;
+      }
+      double mag = 0.0;
+      for (int64_t k = 0; k < K; ++k) {
+        mag += std::fabs(static_cast<double>(w.deq[n * K + k]) * x.deq[r * K + k]);
+      }
+      const double tol = tf * mag + 1e-30;
+      const double err = std::fabs(static_cast<double>(got) - y_ref[r * ldy + n]);
+      if (!(err <= tol)) {
+        ADD_FAILURE() << "r=" << r << " n=" << n << " got " << got << " ref " << y_ref[r * ldy + n]
+                      << " err " << err << " tol " << tol;
+        ++bad;
+      }
+    }
+  }
+}
+
+const TensorType kTypes[] = {TensorType::Q4_0,   TensorType::Q8_0, TensorType::Q4_0x8,
+                             TensorType::Q8_0x8, TensorType::F32,  TensorType::F16,
+                             TensorType::BF16,   TensorType::Q4_K, TensorType::Q6_K};
+
+bool is_kquant(TensorType t) { return t == TensorType::Q4_K || t == TensorType::Q6_K; }
+
+// The variants of every ISA this machine runs (ref included via matmul_pick(ref)).
+struct Variant {
+  std::string name;
+  MatmulFn fn;
+};
+std::vector<Variant> variants(TensorType wtype) {
+  std::vector<Variant> out;
+  for (Isa isa : {Isa::avx2, Isa::avx512, Isa::neon}) {
+    if (!isa_supported(isa)) continue;
+    const MatmulKernels k = matmul_kernels(wtype, isa);
+    if (k.gemv) out.push_back({"gemv_" + std::string(isa_name(isa)), k.gemv});
+    if (k.gemm && k.gemm != k.gemv) out.push_back({"gemm_" + std::string(isa_name(isa)), k.gemm});
+  }
+  return out;
+}
+
+class MatmulTest : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(MatmulTest, RaggedShapesAllVariants) {
+  const TensorType wtype = GetParam();
+  const int64_t gran = matmul_row_granularity(wtype);
+  const int64_t kb = is_kquant(wtype) ? 256 : 32;
+  std::mt19937 rng(1234);
+  // (N, K) pairs: K multiples of the block size, not of 256 where the block is 32.
+  std::vector<std::pair<int64_t, int64_t>> nk;
+  if (gran == 8) {
+    nk = {{8, 32}, {24, 96}, {40, 288}, {136, 544}};
+  } else {
+    nk = {{1, kb}, {3, 3 * kb}, {17, 9 * kb}, {33, 17 * kb}};
+    if (kb == 1) nk = {{1, 1}, {3, 7}, {17, 37}, {33, 544}};
+  }
+  const int64_t rows[] = {1, 2, 3, 4, 5, 7, 8, 9, 13};
+  const std::vector<Variant> vs = variants(wtype);
+  for (const Variant& v : vs) {
+    for (auto [N, K] : nk) {
+      for (int64_t R : rows) check(wtype, v.fn, v.name, N, K, R, 0, N, rng);
+      if (N >= 3 * gran) check(wtype, v.fn, v.name, N, K, 3, gran, N - gran, rng);  // sub-range
+    }
+    // Larger batches (GEMM tiling) with a small N.
+    for (int64_t R : {64, 100})
+      check(wtype, v.fn, v.name, 8 * gran + gran, 4 * kb, R, 0, 9 * gran, rng);
+    // K beyond one stack chunk of the x8 kernels (8192) and not a multiple of 256 for 32-blocks.
+    const int64_t big_k = kb == 256 ? 8448 : 8224;
+    if (!under_qemu())
+      check(wtype, v.fn, v.name, 2 * gran + (gran == 8 ? 8 : 1), big_k, 3, 0,
+            2 * gran + (gran == 8 ? 8 : 1), rng);
+  }
+}
+
+// The 12B GEMV shapes (K -> N) at R = 1 and the 8-row speculative batch on one shape; columns are
+// restricted to a slice so the scalar reference stays fast.
+TEST_P(MatmulTest, Gemma12BGemvShapes) {
+  const TensorType wtype = GetParam();
+  if (under_qemu()) GTEST_SKIP() << "large shapes skipped under QGEMMA_SMALL_TESTS";
+  std::mt19937 rng(99);
+  const std::pair<int64_t, int64_t> shapes[] = {{3840, 4096}, {15360, 3840}, {3840, 15360}};
+  for (const Variant& v : variants(wtype)) {
+    for (auto [K, N] : shapes) {
+      if (K % (is_kquant(wtype) ? 256 : 32) != 0) continue;
+      // Only a 64-row slice of the weights is materialized: N rows are independent.
+      check(wtype, v.fn, v.name, 64, K, 1, 0, 64, rng);
+    }
+    check(wtype, v.fn, v.name, 64, 3840, 8, 8, 56, rng);
+  }
+}
+
+TEST_P(MatmulTest, DispatchMatchesReference) {
+  const TensorType wtype = GetParam();
+  std::mt19937 rng(7);
+  const int64_t kb = is_kquant(wtype) ? 256
+                                      : (wtype == TensorType::F32 || wtype == TensorType::F16 ||
+                                                 wtype == TensorType::BF16
+                                             ? 1
+                                             : 32);
+  for (int64_t R : {1, 8, 20}) {
+    check(wtype, matmul_pick(wtype, R, active_isa()), "matmul", 16, 4 * kb, R, 0, 16, rng);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, MatmulTest, ::testing::ValuesIn(kTypes),
+                         [](const ::testing::TestParamInfo<TensorType>& info) {
+                           return std::string(type_traits(info.param).name);
+                         });
+
+TEST(MatmulRepack, RoundTripsAndMatchesPlainLayout) {
+  std::mt19937 rng(5);
+  for (TensorType plain : {TensorType::Q4_0, TensorType::Q8_0}) {
+    const int64_t N = 24, K = 96;
+    const Weights w = make_weights(plain, N, K, rng);
+    std::vector<uint8_t> packed(w.data.size()), back(w.data.size());
+    repack_rows(plain, w.data.data(), packed.data(), K, 0, N);
+    EXPECT_NE(packed, w.data);
+    unpack_rows(repacked_type(plain), packed.data(), back.data(), K, 0, N);
+    EXPECT_EQ(back, w.data);
+    // The packed reference gives bit-identical results to the plain reference.
+    const Acts x = make_acts(plain, 3, K, rng);
+    std::vector<float> y1(3 * N), y2(3 * N);
+    MatmulArgs a{w.data.data(), x.data.data(), x.ldx, y1.data(), N, K, 3};
+    matmul_ref(plain, a, 0, N);
+    a.w = packed.data();
+    a.y = y2.data();
+    matmul_ref(repacked_type(plain), a, 0, N);
+    EXPECT_EQ(y1, y2);
+  }
+}
+
+TEST(MatmulDispatch, TypesAndGranularity) {
+  EXPECT_EQ(vec_dot_type(TensorType::Q4_0), TensorType::Q8_0);
+  EXPECT_EQ(vec_dot_type(TensorType::Q8_0x8), TensorType::Q8_0);
+  EXPECT_EQ(vec_dot_type(TensorType::Q4_K), TensorType::Q8_K);
+  EXPECT_EQ(vec_dot_type(TensorType::BF16), TensorType::F32);
+  EXPECT_EQ(matmul_row_granularity(TensorType::Q4_0x8), 8);
+  EXPECT_EQ(matmul_row_granularity(TensorType::Q4_0), 1);
+  EXPECT_FALSE(matmul_supported(TensorType::Q5_K));
+  EXPECT_EQ(matmul_pick(TensorType::Q5_K, 1, Isa::ref), nullptr);
+  EXPECT_TRUE(matmul_pick(TensorType::Q4_0, 1, Isa::ref) != nullptr);
+}
+
+}  // namespace
+}  // namespace qgemma

@@ -1,0 +1,309 @@
+// Q4_K / Q6_K x Q8_K matmul: every variant this machine (or qemu) runs against the scalar
+// reference, the reference against dequantize(W) . dequantize(X), and the dispatched kernel
+// against an f32 product with a tolerance derived from Q8_K's rounding error.
+//
+// Tolerances:
+//   variant vs ref, ref vs dequantized product: both compute the same exact integer sums per
+//   256-block and differ only in float rounding of the block terms and their sum, so
+//   |diff| <= (nb + 64) * FLT_EPSILON * mag, where mag = sum_k (|a_k| + |b_k|) * |xq_k| with
+//   a_k = d * scale * code and b_k = dmin * min the two parts of a weight (Q6_K: b = 0).
+//   vs f32 activations: Q8_K rounds each x to the nearest multiple of its block's |d|, so
+//   |sum_k w_k (x_k - xq_k)| <= sum_b |d_b| / 2 * sum_{k in b} |w_k|; we allow 1.01 x that plus
+//   the float term above.
+#include <gtest/gtest.h>
+
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu.h"
+#include "kernels/matmul/matmul.h"
+#include "kernels/quant/quant.h"
+
+namespace qgemma {
+namespace {
+
+#if defined(__aarch64__)
+constexpr bool kUnderEmulation = true;  // NEON runs under qemu in CI: keep sizes modest
+#else
+constexpr bool kUnderEmulation = false;
+#endif
+
+size_t block_bytes(TensorType t) { return type_traits(t).type_size; }
+
+// Random blocks straight from random bytes: every code, every 6-bit scale/min pattern and (Q6_K)
+// every signed scale occurs; d and dmin are set to sane f16 values.
+std::vector<uint8_t> random_weights(TensorType t, int64_t N, int64_t K, std::mt19937& rng) {
+  const int64_t nb = N * (K / QK_K);
+  std::vector<uint8_t> w(nb * block_bytes(t));
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (uint8_t& v : w) v = static_cast<uint8_t>(byte(rng));
+  std::uniform_real_distribution<float> mag(1e-3f, 2e-2f);
+  for (int64_t b = 0; b < nb; ++b) {
+    if (t == TensorType::Q4_K) {
+      auto* blk = reinterpret_cast<block_q4_K*>(w.data()) + b;
+      blk->d = f32_to_f16(mag(rng));
+      blk->dmin = f32_to_f16(mag(rng));
+    } else {
+      auto* blk = reinterpret_cast<block_q6_K*>(w.data()) + b;
+      blk->d = f32_to_f16(byte(rng) % 2 ? mag(rng) : -mag(rng));
+    }
+  }
+  return w;
+}
+
+// Weights quantized from random floats (what a real model file holds).
+std::vector<uint8_t> quantized_weights(TensorType t, int64_t N, int64_t K, std::mt19937& rng,
+                                       std::vector<float>* deq) {
+  std::normal_distribution<float> dist(0.0f, 0.05f);
+  std::vector<float> f(N * K);
+  for (float& v : f) v = dist(rng);
+  std::vector<uint8_t> w(N * row_size(t, K));
+  for (int64_t n = 0; n < N; ++n) quantize_row(t, &f[n * K], &w[n * row_size(t, K)], K);
+  deq->resize(N * K);
+  for (int64_t n = 0; n < N; ++n) dequantize_row(t, &w[n * row_size(t, K)], &(*deq)[n * K], K);
+  return w;
+}
+
+std::vector<float> random_activations(int64_t R, int64_t K, std::mt19937& rng) {
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(R * K);
+  for (float& v : x) v = dist(rng);
+  if (R * K >= 2 * QK_K) {  // an all-zero block (d = 0) and a block with a large outlier
+    std::fill(x.begin(), x.begin() + QK_K, 0.0f);
+    x[QK_K + 7] = 40.0f;
+  }
+  return x;
+}
+
+// R rows of Q8_K with `pad` spare bytes after each row (ldx > row size).
+struct Q8K {
+  std::vector<uint8_t> bytes;
+  size_t ldx;
+};
+
+Q8K quantize_activations(const std::vector<float>& x, int64_t R, int64_t K, size_t pad) {
+  Q8K q;
+  q.ldx = row_size(TensorType::Q8_K, K) + pad;
+  q.bytes.assign(R * q.ldx, 0);
+  for (int64_t r = 0; r < R; ++r) {
+    quantize_row_q8_K_ref(&x[r * K], reinterpret_cast<block_q8_K*>(&q.bytes[r * q.ldx]), K);
+  }
+  return q;
+}
+
+const block_q8_K* q8k_row(const Q8K& q, int64_t r) {
+  return reinterpret_cast<const block_q8_K*>(&q.bytes[r * q.ldx]);
+}
+
+// a (scale part) and b (min part, Q4_K only) of one weight row, via the format's dequantizer
+// with dmin or d zeroed: dequant(d, 0) = a, dequant(0, dmin) = -b.
+void weight_parts(TensorType t, const uint8_t* row, int64_t K, float* a, float* b) {
+  std::vector<uint8_t> tmp(row, row + row_size(t, K));
+  if (t == TensorType::Q6_K) {
+    dequantize_row(t, tmp.data(), a, K);
+    std::fill(b, b + K, 0.0f);
+    return;
+  }
+  auto* blk = reinterpret_cast<block_q4_K*>(tmp.data());
+  for (int64_t i = 0; i < K / QK_K; ++i) blk[i].dmin = 0;
+  dequantize_row(t, tmp.data(), a, K);
+  std::copy(row, row + tmp.size(), tmp.begin());
+  for (int64_t i = 0; i < K / QK_K; ++i) blk[i].d = 0;
+  dequantize_row(t, tmp.data(), b, K);
+}
+
+// Expected results in double: dequant(W) . dequant(Xq), plus the float tolerance of each output;
+// only every `stride`-th weight row is computed (tol < 0 marks the rows left out).
+struct Expected {
+  std::vector<double> y, tol;
+};
+
+Expected dequantized_product(TensorType t, const std::vector<uint8_t>& w, const Q8K& x,
+                             int64_t N, int64_t K, int64_t R, int64_t stride = 1) {
+  Expected e;
+  e.y.assign(R * N, 0.0);
+  e.tol.assign(R * N, -1.0);
+  const int64_t nb = K / QK_K;
+  std::vector<float> wf(K), a(K), b(K), xf(K);
+  for (int64_t n = 0; n < N; n += stride) {
+    const uint8_t* row = &w[n * row_size(t, K)];
+    dequantize_row(t, row, wf.data(), K);
+    weight_parts(t, row, K, a.data(), b.data());
+    for (int64_t r = 0; r < R; ++r) {
+      dequantize_row_q8_K(q8k_row(x, r), xf.data(), K);
+      double sum = 0, mag = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        sum += static_cast<double>(wf[k]) * xf[k];
+        mag += (std::fabs(a[k]) + std::fabs(b[k])) * std::fabs(xf[k]);
+      }
+      e.y[r * N + n] = sum;
+      e.tol[r * N + n] = (nb + 64) * FLT_EPSILON * mag + 1e-30;
+    }
+  }
+  return e;
+}
+
+struct Variant {
+  std::string name;
+  MatmulFn fn;
+};
+
+// Every K-quant kernel this machine runs: ref, then the gemv and gemm slot of each ISA level.
+std::vector<Variant> variants(TensorType t) {
+  std::vector<Variant> v;
+  for (Isa isa : {Isa::ref, Isa::avx2, Isa::avx512, Isa::neon}) {
+    if (!isa_supported(isa)) continue;
+    const MatmulKernels k = matmul_kernels(t, isa);
+    const std::string name(isa_name(isa));
+    if (k.gemv != nullptr) v.push_back({name + "/gemv", k.gemv});
+    if (k.gemm != nullptr && k.gemm != k.gemv) v.push_back({name + "/gemm", k.gemm});
+  }
+  return v;
+}
+
+// Runs fn on rows [0, N) split at `split` (two "threads"), output padded to ldy = N + 3 with
+// NaN sentinels that must survive outside the computed columns.
+std::vector<float> run(MatmulFn fn, const std::vector<uint8_t>& w, const Q8K& x, int64_t N,
+                       int64_t K, int64_t R, int64_t split) {
+  const int64_t ldy = N + 3;
+  std::vector<float> y(R * ldy, NAN);
+  MatmulArgs a;
+  a.w = w.data();
+  a.x = x.bytes.data();
+  a.ldx = x.ldx;
+  a.y = y.data();
+  a.ldy = ldy;
+  a.K = K;
+  a.R = R;
+  fn(a, 0, split);
+  fn(a, split, N);
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t n = N; n < ldy; ++n) EXPECT_TRUE(std::isnan(y[r * ldy + n])) << "wrote past n1";
+  }
+  std::vector<float> out(R * N);
+  for (int64_t r = 0; r < R; ++r) std::copy(&y[r * ldy], &y[r * ldy] + N, &out[r * N]);
+  return out;
+}
+
+void expect_close(const std::vector<float>& got, const Expected& want, const std::string& what) {
+  int failures = 0;
+  for (size_t i = 0; i < got.size() && failures < 5; ++i) {
+    if (want.tol[i] >= 0 && !(std::fabs(got[i] - want.y[i]) <= want.tol[i])) {
+      ADD_FAILURE() << what << " output " << i << ": got " << got[i] << ", want " << want.y[i]
+                    << " +- " << want.tol[i];
+      ++failures;
+    }
+  }
+}
+
+void check_shape(TensorType t, int64_t N, int64_t K, int64_t R, uint32_t seed,
+                 int64_t stride = 1) {
+  std::mt19937 rng(seed);
+  const std::vector<uint8_t> w = random_weights(t, N, K, rng);
+  const Q8K x = quantize_activations(random_activations(R, K, rng), R, K, /*pad=*/R > 1 ? 64 : 0);
+  const Expected want = dequantized_product(t, w, x, N, K, R, stride);
+  for (const Variant& v : variants(t)) {
+    const std::string what = std::string(type_traits(t).name) + " " + v.name + " N=" +
+                             std::to_string(N) + " K=" + std::to_string(K) +
+                             " R=" + std::to_string(R);
+    expect_close(run(v.fn, w, x, N, K, R, N / 3), want, what);
+  }
+}
+
+class KQuantMatmul : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(KQuantMatmul, EveryIsaHasAKernel) {
+  EXPECT_TRUE(matmul_supported(GetParam()));
+  EXPECT_EQ(vec_dot_type(GetParam()), TensorType::Q8_K);
+#if defined(__x86_64__)
+  EXPECT_NE(matmul_kernels(GetParam(), Isa::avx2).gemv, nullptr);
+  EXPECT_NE(matmul_kernels(GetParam(), Isa::avx512).gemv, nullptr);
+#endif
+#if defined(__aarch64__)
+  EXPECT_NE(matmul_kernels(GetParam(), Isa::neon).gemv, nullptr);
+#endif
+}
+
+// GEMV batches: R = 1..8, ragged N, K from one block to the 12B's FFN width.
+TEST_P(KQuantMatmul, GemvMatchesReference) {
+  const std::vector<int64_t> Ks =
+      kUnderEmulation ? std::vector<int64_t>{256, 512, 3840} : std::vector<int64_t>{256, 512, 3840, 15360};
+  const std::vector<int64_t> Ns = kUnderEmulation ? std::vector<int64_t>{1, 7, 13}
+                                                  : std::vector<int64_t>{1, 7, 13, 100};
+  uint32_t seed = 1;
+  for (int64_t K : Ks) {
+    for (int64_t N : Ns) {
+      for (int64_t R = 1; R <= kGemvMaxRows; ++R) check_shape(GetParam(), N, K, R, seed++);
+    }
+  }
+}
+
+// Prefill: R above the gemv range, incl. ragged activation tiles.
+TEST_P(KQuantMatmul, GemmMatchesReference) {
+  const std::vector<int64_t> Rs =
+      kUnderEmulation ? std::vector<int64_t>{9, 19} : std::vector<int64_t>{9, 64, 77};
+  uint32_t seed = 100;
+  for (int64_t K : {256, 3840}) {
+    for (int64_t N : {13, 100}) {
+      for (int64_t R : Rs) check_shape(GetParam(), N, K, R, seed++);
+    }
+  }
+}
+
+// Panels: N large enough that the weight rows are split into several L2 panels.
+TEST_P(KQuantMatmul, GemmAcrossPanels) {
+  if (kUnderEmulation) GTEST_SKIP() << "covered by the x86 build";
+  check_shape(GetParam(), 300, 15360, 11, 200);
+}
+
+// The 12B's decode shapes (3840 -> 15360 gate/up, 15360 -> 3840 down), one token; every
+// kernel computes all rows, every 7th row is checked.
+TEST_P(KQuantMatmul, Gemma12bGemvShapes) {
+  if (kUnderEmulation) GTEST_SKIP() << "too slow under qemu; covered by the x86 build";
+  check_shape(GetParam(), 15360, 3840, 1, 300, 7);
+  check_shape(GetParam(), 3840, 15360, 1, 301, 7);
+}
+
+// Realistic weights (quantized from floats) against f32 activations: the Q8_K error bound.
+TEST_P(KQuantMatmul, MatchesF32ProductWithinQ8KError) {
+  const TensorType t = GetParam();
+  const int64_t N = 37, K = kUnderEmulation ? 1024 : 3840, R = 5;
+  std::mt19937 rng(400);
+  std::vector<float> wf;
+  const std::vector<uint8_t> w = quantized_weights(t, N, K, rng, &wf);
+  const std::vector<float> xf = random_activations(R, K, rng);
+  const Q8K x = quantize_activations(xf, R, K, 0);
+  const Expected float_tol = dequantized_product(t, w, x, N, K, R);
+  for (const Variant& v : variants(t)) {
+    const std::vector<float> y = run(v.fn, w, x, N, K, R, N / 2);
+    for (int64_t r = 0; r < R; ++r) {
+      const block_q8_K* xq = q8k_row(x, r);
+      for (int64_t n = 0; n < N; ++n) {
+        double exact = 0, bound = 0;
+        for (int64_t b = 0; b < K / QK_K; ++b) {
+          double wabs = 0;
+          for (int64_t k = b * QK_K; k < (b + 1) * QK_K; ++k) {
+            exact += static_cast<double>(wf[n * K + k]) * xf[r * K + k];
+            wabs += std::fabs(wf[n * K + k]);
+          }
+          bound += std::fabs(xq[b].d) / 2 * wabs;
+        }
+        const double tol = 1.01 * bound + float_tol.tol[r * N + n];
+        EXPECT_NEAR(y[r * N + n], exact, tol) << v.name << " r=" << r << " n=" << n;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, KQuantMatmul,
+                         ::testing::Values(TensorType::Q4_K, TensorType::Q6_K),
+                         [](const ::testing::TestParamInfo<TensorType>& info) {
+                           return std::string(info.param == TensorType::Q4_K ? "Q4_K" : "Q6_K");
+                         });
+
+}  // namespace
+}  // namespace qgemma

@@ -1,0 +1,215 @@
+// mul_mat_vec (float and integer-dot paths) and mul_mm against the CPU references: the float
+// path against dequantize_row + a double-precision loop, the integer path against matmul_ref
+// on Q8_0 activations (kernels/matmul). Ragged shapes: M not a multiple of the rows per
+// workgroup or the 64-row tile, K not a multiple of 256 where the format allows.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "kernels/matmul/matmul.h"
+#include "kernels/quant/quant.h"
+#include "runtime/vulkan/ops.h"
+#include "vulkan/vk_fixture.h"
+
+namespace qgemma::vk {
+namespace {
+
+using testing::from_gpu;
+using testing::gpu_zeros;
+using testing::random_floats;
+using testing::test_device;
+using testing::to_gpu;
+
+struct Weights {
+  std::vector<uint8_t> bytes;  // M rows in wtype
+  std::vector<float> deq;      // the same, dequantized: what the float path must multiply
+};
+
+Weights make_weights(TensorType t, uint32_t M, uint32_t K, uint32_t seed) {
+  const std::vector<float> w = random_floats((size_t)M * K, seed);
+  Weights out;
+  const size_t rs = row_size(t, K);
+  out.bytes.resize(rs * M);
+  out.deq.resize((size_t)M * K);
+  for (uint32_t r = 0; r < M; ++r) {
+    quantize_row(t, w.data() + (size_t)r * K, out.bytes.data() + r * rs, K);
+    dequantize_row(t, out.bytes.data() + r * rs, out.deq.data() + (size_t)r * K, K);
+  }
+  return out;
+}
+
+// |gpu - ref| <= tol * sum_k |w x| (+ a tiny absolute term): rounding grows with the terms.
+void expect_close(const std::vector<float>& got, const std::vector<double>& want,
+                  const std::vector<double>& mag, double tol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size());
+  int bad = 0;
+  for (size_t i = 0; i < got.size() && bad < 5; ++i) {
+    const double bound = tol * mag[i] + 1e-6;
+    if (!(std::fabs(got[i] - want[i]) <= bound)) {
+      ADD_FAILURE() << what << ": element " << i << " got " << got[i] << " want " << want[i]
+                    << " (bound " << bound << ")";
+      ++bad;
+    }
+  }
+}
+
+// Double-precision y[n][m] = sum_k deq[m][k] x[n][k], and the magnitudes sum |.|.
+void reference(const Weights& w, const std::vector<float>& x, uint32_t M, uint32_t K, uint32_t N,
+               std::vector<double>* y, std::vector<double>* mag) {
+  y->assign((size_t)N * M, 0.0);
+  mag->assign((size_t)N * M, 0.0);
+  for (uint32_t n = 0; n < N; ++n) {
+    for (uint32_t m = 0; m < M; ++m) {
+      double s = 0, a = 0;
+      for (uint32_t k = 0; k < K; ++k) {
+        const double p = (double)w.deq[(size_t)m * K + k] * x[(size_t)n * K + k];
+        s += p;
+        a += std::fabs(p);
+      }
+      (*y)[(size_t)n * M + m] = s;
+      (*mag)[(size_t)n * M + m] = a;
+    }
+  }
+}
+
+struct Case {
+  TensorType t;
+  uint32_t M, K;
+};
+
+// K: Q4_0/Q8_0 multiples of 32 (not of 256), K-quants multiples of 256, floats any even K
+// (70: not a multiple of 4, exercising the scalar tail).
+const Case kCases[] = {
+    {TensorType::Q4_0, 37, 96},  {TensorType::Q8_0, 67, 160}, {TensorType::Q4_K, 29, 512},
+    {TensorType::Q6_K, 35, 256}, {TensorType::F16, 41, 70},   {TensorType::BF16, 23, 136},
+};
+
+std::string name(TensorType t) { return std::string(type_traits(t).name); }
+
+TEST(VulkanMatmul, MulMatVecFloatPathAllFormats) {
+  Device& dev = test_device();
+  uint32_t seed = 1;
+  for (const Case& c : kCases) {
+    const Weights w = make_weights(c.t, c.M, c.K, seed++);
+    Buffer wb = to_gpu(w.bytes);
+    for (uint32_t N : {1u, 3u, 8u}) {
+      const std::vector<float> x = random_floats((size_t)N * c.K, seed++);
+      Buffer xb = to_gpu(x);
+      Buffer yb = gpu_zeros((size_t)N * c.M * 4);
+      Recorder rec(dev);
+      mul_mat_vec(rec, c.t, wb, xb, yb, c.M, c.K, N);
+      rec.submit_and_wait();
+      std::vector<double> want, mag;
+      reference(w, x, c.M, c.K, N, &want, &mag);
+      expect_close(from_gpu<float>(yb, (size_t)N * c.M), want, mag, 1e-5,
+                   "mul_mat_vec " + name(c.t) + " N=" + std::to_string(N));
+    }
+  }
+}
+
+TEST(VulkanMatmul, MulMmAllFormats) {
+  Device& dev = test_device();
+  uint32_t seed = 100;
+  for (const Case& c : kCases) {
+    // M and N beyond one 64 x 64 tile, neither a multiple of it.
+    const uint32_t M = c.M + 64, N = 70;
+    const Weights w = make_weights(c.t, M, c.K, seed++);
+    const std::vector<float> x = random_floats((size_t)N * c.K, seed++);
+    Buffer wb = to_gpu(w.bytes), xb = to_gpu(x);
+    Buffer yb = gpu_zeros((size_t)N * M * 4);
+    Recorder rec(dev);
+    mul_mm(rec, c.t, wb, xb, yb, M, c.K, N);
+    rec.submit_and_wait();
+    std::vector<double> want, mag;
+    reference(w, x, M, c.K, N, &want, &mag);
+    expect_close(from_gpu<float>(yb, (size_t)N * M), want, mag, 1e-5, "mul_mm " + name(c.t));
+  }
+}
+
+TEST(VulkanMatmul, StridedActivationsAndOutputs) {
+  Device& dev = test_device();
+  const uint32_t M = 45, K = 64, N = 4, xs = 80, ys = 50;
+  const Weights w = make_weights(TensorType::Q8_0, M, K, 7);
+  std::vector<float> xpad = random_floats((size_t)N * xs, 8), x((size_t)N * K);
+  for (uint32_t n = 0; n < N; ++n)
+    for (uint32_t k = 0; k < K; ++k) x[(size_t)n * K + k] = xpad[(size_t)n * xs + k];
+  Buffer wb = to_gpu(w.bytes), xb = to_gpu(xpad);
+  std::vector<double> want, mag;
+  reference(w, x, M, K, N, &want, &mag);
+  for (bool tiled : {false, true}) {
+    Buffer yb = gpu_zeros((size_t)N * ys * 4);
+    Recorder rec(dev);
+    if (tiled) {
+      mul_mm(rec, TensorType::Q8_0, wb, xb, yb, M, K, N, xs, ys);
+    } else {
+      mul_mat_vec(rec, TensorType::Q8_0, wb, xb, yb, M, K, N, xs, ys);
+    }
+    rec.submit_and_wait();
+    const std::vector<float> ypad = from_gpu<float>(yb, (size_t)N * ys);
+    std::vector<float> y((size_t)N * M);
+    for (uint32_t n = 0; n < N; ++n) {
+      for (uint32_t m = 0; m < M; ++m) y[(size_t)n * M + m] = ypad[(size_t)n * ys + m];
+      for (uint32_t m = M; m < ys; ++m) EXPECT_EQ(ypad[(size_t)n * ys + m], 0.0f) << "wrote past M";
+    }
+    expect_close(y, want, mag, 1e-5, tiled ? "mul_mm strided" : "mul_mat_vec strided");
+  }
+}
+
+// The integer path computes exactly what matmul_ref computes on Q8_0-quantized activations.
+TEST(VulkanMatmul, IntegerDotPathMatchesMatmulRef) {
+  Device& dev = test_device();
+  if (!dev.info().int_dot) {
+    // Not a skip of the whole suite: the float path above is what such devices run.
+    GTEST_SKIP() << dev.info().name << " has no shaderIntegerDotProduct";
+  }
+  uint32_t seed = 200;
+  for (TensorType t : {TensorType::Q4_0, TensorType::Q8_0}) {
+    const uint32_t M = 53, K = 224;
+    const Weights w = make_weights(t, M, K, seed++);
+    Buffer wb = to_gpu(w.bytes);
+    for (uint32_t N : {1u, 2u, 8u}) {
+      const std::vector<float> x = random_floats((size_t)N * K, seed++);
+      Buffer xb = to_gpu(x);
+      Buffer xq = gpu_zeros(q8_activation_bytes(K, N));
+      Buffer yb = gpu_zeros((size_t)N * M * 4);
+      Recorder rec(dev);
+      matmul(rec, t, wb, xb, yb, M, K, N, xq);  // quantize_q8 + mul_mat_vec_q8
+      rec.submit_and_wait();
+      EXPECT_EQ(rec.dispatches(), 2u);
+      EXPECT_EQ(rec.barriers(), 1u);
+
+      std::vector<block_q8_0> xq_cpu((size_t)N * K / 32);
+      for (uint32_t n = 0; n < N; ++n) quantize_row_q8_0_ref(x.data() + (size_t)n * K, xq_cpu.data() + (size_t)n * K / 32, K);
+      std::vector<float> ref((size_t)N * M);
+      MatmulArgs a;
+      a.w = w.bytes.data();
+      a.x = xq_cpu.data();
+      a.ldx = row_size(TensorType::Q8_0, K);
+      a.y = ref.data();
+      a.ldy = M;
+      a.K = K;
+      a.R = N;
+      matmul_ref(t, a, 0, M);
+      std::vector<double> want(ref.begin(), ref.end()), mag, unused;
+      reference(w, x, M, K, N, &unused, &mag);
+      expect_close(from_gpu<float>(yb, (size_t)N * M), want, mag, 1e-4,
+                   "mul_mat_vec_q8 " + name(t) + " N=" + std::to_string(N));
+    }
+  }
+}
+
+TEST(VulkanMatmul, RejectsBadShapes) {
+  Device& dev = test_device();
+  const Weights w = make_weights(TensorType::Q4_K, 4, 256, 1);
+  Buffer wb = to_gpu(w.bytes), xb = gpu_zeros(256 * 4 * 9), yb = gpu_zeros(4 * 4 * 9);
+  Recorder rec(dev);
+  EXPECT_THROW(mul_mat_vec(rec, TensorType::Q4_K, wb, xb, yb, 4, 128, 1), Error);  // K % 256
+  EXPECT_THROW(mul_mat_vec(rec, TensorType::Q4_K, wb, xb, yb, 4, 256, 9), Error);  // N > 8
+  EXPECT_THROW(mul_mat_vec(rec, TensorType::Q4_K, wb, xb, yb, 8, 256, 1), Error);  // W too small
+  EXPECT_THROW(mul_mm(rec, TensorType::Q2_K, wb, xb, yb, 4, 256, 1), Error);       // no shader
+}
+
+}  // namespace
+}  // namespace qgemma::vk
