@@ -47,8 +47,7 @@ void rmsnorm_heads(benchmark::State& state, const OpsKernels* k, int64_t heads, 
 }
 
 // One token's RoPE: angles for the position, then rotation of every head.
-void rope(benchmark::State& state, const OpsKernels* k, int64_t heads, int64_t dim,
-          int64_t n_rot) {
+void rope(benchmark::State& state, const OpsKernels* k, int64_t heads, int64_t dim, int64_t n_rot) {
   const int64_t half = dim / 2;
   std::vector<float> inv(half), c(half), s(half);
   rope_inv_freq(inv.data(), half, 10000.0f, dim, n_rot, nullptr);
@@ -116,21 +115,19 @@ const bool kRegistered = [] {
     if (k == nullptr || !isa_supported(isa)) continue;
     const std::string s(isa_name(isa));
     benchmark::RegisterBenchmark(("ops/rmsnorm_f32_" + s + "/3840").c_str(), rmsnorm, k, 3840);
-    benchmark::RegisterBenchmark(("ops/rmsnorm_heads_f32_" + s + "/16x256").c_str(),
-                                 rmsnorm_heads, k, 16, 256);
-    benchmark::RegisterBenchmark(("ops/rope_neox_f32_" + s + "/16x256").c_str(), rope, k, 16,
-                                 256, 128);
-    benchmark::RegisterBenchmark(("ops/rope_neox_f32_" + s + "/16x512_rot64").c_str(), rope, k,
-                                 16, 512, 64);
-    benchmark::RegisterBenchmark(("ops/geglu_tanh_f32_" + s + "/15360").c_str(), geglu, k,
-                                 15360);
-    benchmark::RegisterBenchmark(("ops/softcap_f32_" + s + "/262144").c_str(), softcap, k,
-                                 262144);
+    benchmark::RegisterBenchmark(("ops/rmsnorm_heads_f32_" + s + "/16x256").c_str(), rmsnorm_heads,
+                                 k, 16, 256);
+    benchmark::RegisterBenchmark(("ops/rope_neox_f32_" + s + "/16x256").c_str(), rope, k, 16, 256,
+                                 128);
+    benchmark::RegisterBenchmark(("ops/rope_neox_f32_" + s + "/16x512_rot64").c_str(), rope, k, 16,
+                                 512, 64);
+    benchmark::RegisterBenchmark(("ops/geglu_tanh_f32_" + s + "/15360").c_str(), geglu, k, 15360);
+    benchmark::RegisterBenchmark(("ops/softcap_f32_" + s + "/262144").c_str(), softcap, k, 262144);
     benchmark::RegisterBenchmark(("ops/argmax_f32_" + s + "/262144").c_str(), argmax, k, 262144);
     benchmark::RegisterBenchmark(("ops/quantize_q8_0_" + s + "/3840").c_str(), quantize_q8_0, k,
                                  3840);
-    benchmark::RegisterBenchmark(("ops/quantize_q8_0_" + s + "/15360").c_str(), quantize_q8_0,
-                                 k, 15360);
+    benchmark::RegisterBenchmark(("ops/quantize_q8_0_" + s + "/15360").c_str(), quantize_q8_0, k,
+                                 15360);
     benchmark::RegisterBenchmark(("ops/quantize_q8_K_" + s + "/3840").c_str(), quantize_q8_K, k,
                                  3840);
   }

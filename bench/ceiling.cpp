@@ -53,37 +53,59 @@ __attribute__((target("avx2"))) uint64_t read_avx2(const uint8_t* p, size_t n) {
   return static_cast<uint64_t>(_mm256_extract_epi64(x, 0) ^ _mm256_extract_epi64(x, 3));
 }
 
-// 16 independent vpdpbusd chains per iteration: 16 * 64 int8 multiply-accumulates.
+// 16 independent vpdpbusd chains per iteration (explicit registers: an array would be kept in
+// memory by some compilers): 16 * 64 int8 multiply-accumulates.
+#define QG_DOT16(OP)                                                                       \
+  OP(c0) OP(c1) OP(c2) OP(c3) OP(c4) OP(c5) OP(c6) OP(c7) OP(c8) OP(c9) OP(c10) OP(c11) \
+      OP(c12) OP(c13) OP(c14) OP(c15)
+
 __attribute__((target("avx512f,avx512vnni"))) uint64_t dot_avx512vnni(int64_t iters) {
-  __m512i acc[16];
-  for (int i = 0; i < 16; ++i) acc[i] = _mm512_set1_epi32(i);
   const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
+#define QG_INIT(c) __m512i c = _mm512_set1_epi32(__LINE__);
+#define QG_STEP(c) c = _mm512_dpbusd_epi32(c, a, b);
+#define QG_KEEP(c) asm volatile("" : "+v"(c));
+#define QG_SUM(c) s = _mm512_add_epi32(s, c);
+  QG_DOT16(QG_INIT)
   for (int64_t it = 0; it < iters; ++it) {
-    for (int i = 0; i < 16; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
-    asm volatile("" : "+v"(acc[0]), "+v"(acc[1]), "+v"(acc[2]), "+v"(acc[3]));
+    QG_DOT16(QG_STEP)
+    QG_DOT16(QG_KEEP)
   }
-  __m512i s = acc[0];
-  for (int i = 1; i < 16; ++i) s = _mm512_add_epi32(s, acc[i]);
+  __m512i s = _mm512_setzero_si512();
+  QG_DOT16(QG_SUM)
+#undef QG_INIT
+#undef QG_STEP
+#undef QG_KEEP
+#undef QG_SUM
   return static_cast<uint64_t>(_mm512_reduce_add_epi32(s));
 }
 constexpr int64_t kMacsPerIterVnni = 16 * 64;
 
-// The AVX2 sequence: vpmaddubsw (u8 x s8 -> s16 pairs), vpmaddwd with ones (-> s32), vpaddd.
+// The AVX2 sequence: vpmaddubsw (u8 x s8 -> s16 pairs), vpmaddwd with ones (-> s32), vpaddd;
+// 12 independent chains of 32 multiply-accumulates (each chain multiplies its own accumulator's
+// bytes, so no product can be hoisted out of the loop).
+#define QG_DOT12(OP) OP(c0) OP(c1) OP(c2) OP(c3) OP(c4) OP(c5) OP(c6) OP(c7) OP(c8) OP(c9) OP(c10) OP(c11)
 __attribute__((target("avx2"))) uint64_t dot_avx2(int64_t iters) {
-  __m256i acc[8];
-  for (int i = 0; i < 8; ++i) acc[i] = _mm256_set1_epi32(i);
-  const __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(-2), ones = _mm256_set1_epi16(1);
+  const __m256i a = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+#define QG_INIT(c) __m256i c = _mm256_set1_epi32(__LINE__);
+#define QG_STEP(c) c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(a, c), ones));
+#define QG_KEEP(c) asm volatile("" : "+x"(c));
+#define QG_SUM(c) s = _mm256_add_epi32(s, c);
+  QG_DOT12(QG_INIT)
   for (int64_t it = 0; it < iters; ++it) {
-    for (int i = 0; i < 8; ++i) {
-      acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
-    }
-    asm volatile("" : "+x"(acc[0]), "+x"(acc[1]), "+x"(acc[2]), "+x"(acc[3]));
+    QG_DOT12(QG_STEP)
+    QG_DOT12(QG_KEEP)
   }
-  __m256i s = acc[0];
-  for (int i = 1; i < 8; ++i) s = _mm256_add_epi32(s, acc[i]);
+  __m256i s = _mm256_setzero_si256();
+  QG_DOT12(QG_SUM)
+#undef QG_INIT
+#undef QG_STEP
+#undef QG_KEEP
+#undef QG_SUM
   return static_cast<uint64_t>(_mm256_extract_epi32(s, 0));
 }
-constexpr int64_t kMacsPerIterAvx2 = 8 * 32;
+#undef QG_DOT16
+#undef QG_DOT12
+constexpr int64_t kMacsPerIterAvx2 = 12 * 32;
 #endif
 
 uint64_t read_portable(const uint8_t* p, size_t n) {

@@ -290,6 +290,7 @@ void Tokenizer::finish_init(const std::string& source) {
   ascii_ids_.fill(-1);
   byte_value_.assign(n, -1);
   special_ = std::make_unique<SpecialTrie>();
+  inner_space_tokens_.clear();
   for (size_t i = 0; i < n; ++i) {
     const std::string& t = tokens_[i];
     const auto id = static_cast<int32_t>(i);
@@ -310,6 +311,13 @@ void Tokenizer::finish_init(const std::string& source) {
         break;
     }
     if (t.size() == 1 && static_cast<uint8_t>(t[0]) < 128) ascii_ids_[t[0]] = lookup(t);
+    for (size_t k = t.find(kSpaceEscape, 1); k != std::string::npos;
+         k = t.find(kSpaceEscape, k + 1)) {
+      if (k < kSpaceEscape.size() || t.compare(k - kSpaceEscape.size(), kSpaceEscape.size(),
+                                               kSpaceEscape) != 0) {
+        inner_space_tokens_.emplace_back(t, k);
+      }
+    }
   }
   for (int32_t& id : {std::ref(bos_id_), std::ref(eos_id_), std::ref(unk_id_),
                       std::ref(pad_id_), std::ref(eot_id_)}) {
@@ -341,6 +349,10 @@ Tokenizer Tokenizer::from_gguf_metadata(const MetadataLookup& find, const std::s
   const MetaReader meta(find, source);
   Tokenizer t;
   const std::string model = meta.string("tokenizer.ggml.model");
+  if (model != "gemma4" && model != "llama") {
+    meta.fail("tokenizer.ggml.model",
+              "is '" + model + "'; supported: 'gemma4' (BPE with merges), 'llama' (SentencePiece)");
+  }
   std::string arch;
   if (const GgufValue* a = meta.find("general.architecture");
       a && a->type == GgufValueType::STRING) {
@@ -403,10 +415,6 @@ Tokenizer Tokenizer::from_gguf_metadata(const MetadataLookup& find, const std::s
 
   const GgufValue* merges = meta.find("tokenizer.ggml.merges");
   const bool gemma4 = model == "gemma4" || (model == "llama" && arch.rfind("gemma4", 0) == 0);
-  if (model != "gemma4" && model != "llama") {
-    meta.fail("tokenizer.ggml.model",
-              "is '" + model + "'; supported: 'gemma4' (BPE with merges), 'llama' (SentencePiece)");
-  }
   if (model == "gemma4" && !merges) {
     throw Error(source + ": tokenizer.ggml.model is 'gemma4' but tokenizer.ggml.merges is missing");
   }
@@ -762,9 +770,33 @@ void Tokenizer::byte_fallback(std::string_view bytes, std::vector<int32_t>& out)
   for (const char c : bytes) out.push_back(byte_ids_[static_cast<uint8_t>(c)]);
 }
 
+// True when no token can contain both piece[pos - 1] and piece[pos] (pos starts a '▁').
+bool Tokenizer::no_token_spans(std::string_view piece, size_t pos) const {
+  for (const auto& [tok, k] : inner_space_tokens_) {
+    if (pos >= k && piece.compare(pos - k, tok.size(), tok) == 0) return false;
+  }
+  return true;
+}
+
+// Every intermediate symbol of BPE is a token, so where no token can span a position, merges on
+// either side never interact: cut long pieces there ("x▁y" -> "x", "▁y", except inside a run of
+// '▁' or where a token like ">▁</" could cover the cut). Keeps the merge queues small.
+void Tokenizer::bpe(std::string_view piece, std::vector<int32_t>& out) const {
+  const size_t w = kSpaceEscape.size();
+  size_t start = 0;
+  for (size_t i = piece.find(kSpaceEscape, 1); i != std::string_view::npos;
+       i = piece.find(kSpaceEscape, i + w)) {
+    if (i >= w && piece.compare(i - w, w, kSpaceEscape) == 0) continue;  // inside a run
+    if (!no_token_spans(piece, i)) continue;
+    bpe_segment(piece.substr(start, i - start), out);
+    start = i;
+  }
+  bpe_segment(piece.substr(start), out);
+}
+
 // Merges adjacent symbols, best merge first (lowest rank, or highest score of the merged token),
 // leftmost first on ties. Symbols form a linked list; stale queue entries are skipped on pop.
-void Tokenizer::bpe(std::string_view piece, std::vector<int32_t>& out) const {
+void Tokenizer::bpe_segment(std::string_view piece, std::vector<int32_t>& out) const {
   struct Symbol {
     int32_t id;  // -1: not a token
     int32_t prev, next;

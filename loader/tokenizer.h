@@ -109,6 +109,8 @@ class Tokenizer {
   void encode_chunk(std::string_view raw, bool at_text_start, std::vector<int32_t>& out) const;
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
   void bpe(std::string_view piece, std::vector<int32_t>& out) const;
+  void bpe_segment(std::string_view piece, std::vector<int32_t>& out) const;
+  bool no_token_spans(std::string_view piece, size_t pos) const;
   void byte_fallback(std::string_view bytes, std::vector<int32_t>& out) const;
 
   struct StringHash {
@@ -130,6 +132,9 @@ class Tokenizer {
   std::array<int32_t, 128> ascii_ids_{};                // single ASCII char -> id, -1 absent
   std::vector<int16_t> byte_value_;                     // id -> byte of a byte token, or -1
   std::unique_ptr<SpecialTrie> special_;
+  // Tokens with a '▁' right after another character (Gemma 3: only ">▁</"), with the byte offset
+  // of that '▁'. Elsewhere a piece can be cut before a '▁' without changing the result.
+  std::vector<std::pair<std::string, size_t>> inner_space_tokens_;
 
   MergeMode merge_mode_ = MergeMode::kRanks;
   PreSplit pre_split_ = PreSplit::kNewlineRuns;

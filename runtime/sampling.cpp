@@ -15,13 +15,31 @@ bool better(const TokenProb& a, const TokenProb& b) {
   return a.p > b.p || (a.p == b.p && a.id < b.id);
 }
 
+// Maximum of p[0..n), n >= 1, with 8 independent lanes so the compiler can vectorize it.
+float block_max(const float* p, size_t n) {
+  float lane[8];
+  for (float& l : lane) l = p[0];
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int k = 0; k < 8; ++k) lane[k] = p[i + k] > lane[k] ? p[i + k] : lane[k];
+  }
+  float m = lane[0];
+  for (int k = 1; k < 8; ++k) m = lane[k] > m ? lane[k] : m;
+  for (; i < n; ++i) m = p[i] > m ? p[i] : m;
+  return m;
+}
+
 }  // namespace
 
 int32_t argmax(std::span<const float> values) {
   if (values.empty()) return -1;
-  size_t best = 0;
+  const float m = block_max(values.data(), values.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (values[i] == m) return static_cast<int32_t>(i);
+  }
+  size_t best = 0;  // only with NaNs: the first largest non-NaN value
   for (size_t i = 1; i < values.size(); ++i) {
-    if (values[i] > values[best]) best = i;
+    if (values[i] > values[best] || values[best] != values[best]) best = i;
   }
   return static_cast<int32_t>(best);
 }
@@ -81,15 +99,20 @@ std::vector<TokenProb> Sampler::distribution(std::span<const float> logits) cons
   if (k < n) {
     cand.reserve(k);
     auto worse_first = [](const TokenProb& a, const TokenProb& b) { return better(a, b); };
-    for (size_t i = 0; i < n; ++i) {
-      const TokenProb t{static_cast<int32_t>(i), row[i]};
-      if (cand.size() < k) {
-        cand.push_back(t);
-        std::push_heap(cand.begin(), cand.end(), worse_first);
-      } else if (t.p > cand.front().p) {  // equal logit: the earlier (lower) id stays
-        std::pop_heap(cand.begin(), cand.end(), worse_first);
-        cand.back() = t;
-        std::push_heap(cand.begin(), cand.end(), worse_first);
+    constexpr size_t kBlock = 64;  // once the heap is full, most blocks are skipped whole
+    for (size_t b = 0; b < n; b += kBlock) {
+      const size_t e = std::min(n, b + kBlock);
+      if (cand.size() == k && !(block_max(row.data() + b, e - b) > cand.front().p)) continue;
+      for (size_t i = b; i < e; ++i) {
+        const TokenProb t{static_cast<int32_t>(i), row[i]};
+        if (cand.size() < k) {
+          cand.push_back(t);
+          std::push_heap(cand.begin(), cand.end(), worse_first);
+        } else if (t.p > cand.front().p) {  // equal logit: the earlier (lower) id stays
+          std::pop_heap(cand.begin(), cand.end(), worse_first);
+          cand.back() = t;
+          std::push_heap(cand.begin(), cand.end(), worse_first);
+        }
       }
     }
   } else {

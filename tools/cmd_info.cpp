@@ -91,7 +91,9 @@ std::string quote(const std::string& s, size_t max_len) {
 std::string scalar_string(const GgufValue& v, size_t max_str) {
   if (const auto* x = std::get_if<uint64_t>(&v.v)) return std::to_string(*x);
   if (const auto* x = std::get_if<int64_t>(&v.v)) return std::to_string(*x);
-  if (const auto* x = std::get_if<double>(&v.v)) return fmt("%.9g", *x);
+  if (const auto* x = std::get_if<double>(&v.v)) {
+    return fmt(v.type == GgufValueType::FLOAT32 ? "%.7g" : "%.15g", *x);
+  }
   if (const auto* x = std::get_if<bool>(&v.v)) return *x ? "true" : "false";
   if (const auto* x = std::get_if<std::string>(&v.v)) return quote(*x, max_str);
   const auto& a = std::get<GgufValue::Array>(v.v);

@@ -13,14 +13,11 @@ namespace {
 
 struct Avx2 {
   using arch = xsimd::fma3<xsimd::avx2>;
-  static constexpr int kQkRows = 2, kQkSlots = 4;  // 8 ymm accumulators (16 registers in all)
+  static constexpr int kQkRows = 4, kQkSlots = 2;  // 8 ymm accumulators (16 registers in all)
   static constexpr int kPvRows = 4, kPvVecs = 2;   // 4 rows x 16 floats
 
-  static void f16_to_f32(const f16_bits* x, float* y, int n) {
-    for (int k = 0; k < n; k += 8) {
-      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + k));
-      _mm256_store_ps(y + k, _mm256_cvtph_ps(h));
-    }
+  static xsimd::batch<float, arch> load_f16(const f16_bits* x) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
   }
 
   static void hsums(const xsimd::batch<float, arch>* x, float* y) {

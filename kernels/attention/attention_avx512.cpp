@@ -13,17 +13,13 @@ namespace {
 
 struct Avx512 {
   using arch = xsimd::avx512bw;
-  static constexpr int kQkRows = 2, kQkSlots = 8;  // 16 zmm accumulators
-  static constexpr int kPvRows = 8, kPvVecs = 2;   // 8 rows x 32 floats
+  static constexpr int kQkRows = 4, kQkSlots = 4;  // 16 zmm accumulators
+  static constexpr int kPvRows = 4, kPvVecs = 4;   // 8 rows x 32 floats
 
-  static void f16_to_f32(const f16_bits* x, float* y, int n) {
-    for (int k = 0; k < n; k += 16) {
-      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + k));
-      _mm512_store_ps(y + k, _mm512_cvtph_ps(h));
-    }
+  static xsimd::batch<float, arch> load_f16(const f16_bits* x) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
   }
 
-  // Sums of 16 vectors (xsimd 8.1's haddp permutes the lanes on AVX-512, so not used here).
   static void hsums(const xsimd::batch<float, arch>* x, float* y) {
     __m512 s[8], t[4];
     for (int i = 0; i < 8; ++i) {  // 256-bit halves: [x_i lo+hi | x_(i+8) lo+hi]

@@ -6,16 +6,19 @@
 //   using arch = xsimd::<arch>;                  // float math through xsimd::batch<float, arch>
 //   static constexpr int kQkRows, kQkSlots;      // register tile of the q.k scores
 //   static constexpr int kPvRows, kPvVecs;       // register tile of acc += p * v
-//   static void f16_to_f32(const f16_bits* x, float* y, int n);     // n % 32 == 0
 //   static void q8_0_to_f32(const block_q8_0* x, float* y, int n);  // n % 32 == 0
 //   static void hsums(const batch* x, float* y);  // y[i] = sum of the lanes of x[i], i < W
+//   static batch load_f16(const f16_bits* x);     // W f16 values -> f32
 //
 // Algorithm. The (query, head) pairs that share a KV head are "rows"; up to kRows of them are
 // processed together (the 16 heads of an MQA group, or queries x heads of a GQA pair), so each
 // K/V row is read from memory once for all of them. The slots the rows can see are gathered
-// kBlock at a time (masked and empty slots are skipped before any arithmetic), their K and V rows
-// converted to f32 once, then: scores S = Q K^T (register tiles), online softmax per row (running
-// max m, sum l; the accumulator is rescaled only when the max grows), acc += P V (register tiles).
+// kBlock at a time (masked and empty slots are skipped before any arithmetic), then: scores
+// S = Q K^T (register tiles), online softmax per row (running max m, sum l; the accumulator is
+// rescaled only when the max grows), acc += P V (register tiles). F16 rows are converted in
+// registers inside the tiles (each conversion serves a whole tile of rows); Q8_0 rows are
+// dequantized to f32 once per block into scratch. The next block's rows are prefetched a few
+// cache lines per tile, so memory streams while the block computes.
 #pragma once
 
 #include <xsimd/xsimd.hpp>
@@ -24,6 +27,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "kernels/attention/attention.h"
 
@@ -31,7 +35,7 @@ namespace qgemma {
 namespace {
 
 constexpr int kRows = 16;  // rows (query, head) per chunk
-constexpr int kBlock = 8;  // visible slots per block
+constexpr int kBlock = 16; // visible slots per block
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 template <class T>
@@ -55,33 +59,64 @@ struct FlashAttnSimd {
   // Per-thread scratch on the stack (the kernel contract forbids allocation).
   struct Scratch {
     alignas(64) float acc[kRows * kFlashAttnMaxHeadDim];   // [row][head_dim]
-    alignas(64) float kt[kBlock * kFlashAttnMaxHeadDim];   // K rows of the block, f32
-    alignas(64) float vt[kBlock * kFlashAttnMaxHeadDim];   // V rows of the block, f32
+    alignas(64) float kt[kBlock * kFlashAttnMaxHeadDim];   // Q8_0 K rows of the block, f32
+    alignas(64) float vt[kBlock * kFlashAttnMaxHeadDim];   // Q8_0 V rows of the block, f32
     alignas(64) float sc[kRows * kBlock];                  // scores, then probabilities
     alignas(64) float bias[kRows * kBlock];                // 0 or -inf per (distinct query, slot)
     alignas(64) float msub[kRows * kBlock];                // row max broadcast per score
     int64_t slot[kBlock];
   };
 
-  static void convert_row(TensorType t, const char* src, float* dst, int d) {
-    if (t == TensorType::F16) {
-      T::f16_to_f32(reinterpret_cast<const f16_bits*>(src), dst, d);
+  // W elements of a K/V row as f32: straight loads from an f32 row, conversion from f16.
+  template <class E>
+  static B ld(const E* p) {
+    if constexpr (std::is_same_v<E, float>) {
+      return B::load_unaligned(p);
     } else {
-      T::q8_0_to_f32(reinterpret_cast<const block_q8_0*>(src), dst, d);
+      return T::load_f16(p);
     }
   }
 
-  // sc[(r + i) * kBlock + s + j] = q_(r+i) . kt_(s+j) for i < RT, j < ST.
-  template <int RT, int ST>
-  static void qk_tile(const Chunk& c, int r, const float* kt, int s, int d, float* sc) {
+  static size_t row_bytes(TensorType t, int d) {
+    return t == TensorType::F16 ? 2 * (size_t)d : (size_t)d / QK8_0 * sizeof(block_q8_0);
+  }
+
+  // Prefetches the next block's K and V rows a few cache lines per register tile of this block,
+  // so memory streams while the block computes and the requests never pile up (a burst of
+  // hundreds of prefetches stalls on the line-fill buffers).
+  struct Prefetcher {
+    const char* row[2 * kBlock];
+    size_t bytes[2 * kBlock];
+    int n = 0, cur = 0, per_tile = 0;
+    size_t off = 0;
+    void add(const char* p, size_t b) {
+      row[n] = p;
+      bytes[n++] = b;
+    }
+    void issue(int lines) {
+      for (; lines > 0 && cur < n; --lines) {
+        __builtin_prefetch(row[cur] + off, 0, 3);
+        off += 64;
+        if (off >= bytes[cur]) {
+          off = 0;
+          ++cur;
+        }
+      }
+    }
+    void tile() { issue(per_tile); }
+  };
+
+  // sc[(r + i) * kBlock + s + j] = q_(r+i) . k_(s+j) for i < RT, j < ST.
+  template <int RT, int ST, class E>
+  static void qk_tile(const Chunk& c, int r, const E* const* krow, int s, int d, float* sc) {
     B acc[RT * ST];
     for (int i = 0; i < RT * ST; ++i) acc[i] = B(0.0f);
     for (int k = 0; k < d; k += W) {
-      B qv[RT];
-      for (int i = 0; i < RT; ++i) qv[i] = B::load_unaligned(c.q[r + i] + k);
-      for (int j = 0; j < ST; ++j) {
-        const B kv = B::load_aligned(kt + (s + j) * d + k);
-        for (int i = 0; i < RT; ++i) acc[i * ST + j] = xsimd::fma(qv[i], kv, acc[i * ST + j]);
+      B kv[ST];
+      for (int j = 0; j < ST; ++j) kv[j] = ld(krow[s + j] + k);
+      for (int i = 0; i < RT; ++i) {
+        const B qv = B::load_unaligned(c.q[r + i] + k);
+        for (int j = 0; j < ST; ++j) acc[i * ST + j] = xsimd::fma(qv, kv[j], acc[i * ST + j]);
       }
     }
     alignas(64) float sums[RT * ST];
@@ -95,14 +130,19 @@ struct FlashAttnSimd {
     }
   }
 
-  template <int RT>
-  static void qk_rows(const Chunk& c, int r, const float* kt, int d, float* sc) {
-    for (int s = 0; s < kBlock; s += T::kQkSlots) qk_tile<RT, T::kQkSlots>(c, r, kt, s, d, sc);
+  template <int RT, class E>
+  static void qk_rows(const Chunk& c, int r, const E* const* krow, int d, float* sc,
+                      Prefetcher& pf) {
+    for (int s = 0; s < kBlock; s += T::kQkSlots) {
+      qk_tile<RT, T::kQkSlots>(c, r, krow, s, d, sc);
+      pf.tile();
+    }
   }
 
-  // acc_(r+i)[d0 .. d0 + kPvVecs * W) += sum_j p_(r+i),j * vt_j[...] for i < RT, j < nb.
-  template <int RT>
-  static void pv_tile(int r, const float* vt, int nb, int d0, int d, const float* p, float* acc) {
+  // acc_(r+i)[d0 .. d0 + kPvVecs * W) += sum_j p_(r+i),j * v_j[...] for i < RT, j < nb.
+  template <int RT, class E>
+  static void pv_tile(int r, const E* const* vrow, int nb, int d0, int d, const float* p,
+                      float* acc) {
     constexpr int V = T::kPvVecs;
     B a[RT][V];
     for (int i = 0; i < RT; ++i) {
@@ -110,7 +150,7 @@ struct FlashAttnSimd {
     }
     for (int j = 0; j < nb; ++j) {
       B vv[V];
-      for (int v = 0; v < V; ++v) vv[v] = B::load_aligned(vt + j * d + d0 + v * W);
+      for (int v = 0; v < V; ++v) vv[v] = ld(vrow[j] + d0 + v * W);
       for (int i = 0; i < RT; ++i) {
         const B pp(p[(r + i) * kBlock + j]);
         for (int v = 0; v < V; ++v) a[i][v] = xsimd::fma(pp, vv[v], a[i][v]);
@@ -121,9 +161,74 @@ struct FlashAttnSimd {
     }
   }
 
-  template <int RT>
-  static void pv_rows(int r, const float* vt, int nb, int d, const float* p, float* acc) {
-    for (int d0 = 0; d0 < d; d0 += T::kPvVecs * W) pv_tile<RT>(r, vt, nb, d0, d, p, acc);
+  template <int RT, class E>
+  static void pv_rows(int r, const E* const* vrow, int nb, int d, const float* p, float* acc,
+                      Prefetcher& pf) {
+    for (int d0 = 0; d0 < d; d0 += T::kPvVecs * W) {
+      pv_tile<RT>(r, vrow, nb, d0, d, p, acc);
+      pf.tile();
+    }
+  }
+
+  // Row tiles of QK (kQkRows, then single rows) and PV (kPvRows, then halves down to 1).
+  template <class E>
+  static void qk_all(const Chunk& c, const E* const* krow, int d, float* sc, Prefetcher& pf) {
+    int r = 0;
+    for (; r + T::kQkRows <= c.n; r += T::kQkRows) qk_rows<T::kQkRows>(c, r, krow, d, sc, pf);
+    if constexpr (T::kQkRows > 4) {
+      if (r + 4 <= c.n) {
+        qk_rows<4>(c, r, krow, d, sc, pf);
+        r += 4;
+      }
+    }
+    if constexpr (T::kQkRows > 2) {
+      if (r + 2 <= c.n) {
+        qk_rows<2>(c, r, krow, d, sc, pf);
+        r += 2;
+      }
+    }
+    for (; r < c.n; ++r) qk_rows<1>(c, r, krow, d, sc, pf);
+  }
+
+  template <class E>
+  static void pv_all(const Chunk& c, const E* const* vrow, int nb, int d, Scratch& w,
+                     Prefetcher& pf) {
+    int r = 0;
+    for (; r + T::kPvRows <= c.n; r += T::kPvRows) {
+      pv_rows<T::kPvRows>(r, vrow, nb, d, w.sc, w.acc, pf);
+    }
+    if constexpr (T::kPvRows > 4) {
+      if (r + 4 <= c.n) {
+        pv_rows<4>(r, vrow, nb, d, w.sc, w.acc, pf);
+        r += 4;
+      }
+    }
+    if constexpr (T::kPvRows > 2) {
+      if (r + 2 <= c.n) {
+        pv_rows<2>(r, vrow, nb, d, w.sc, w.acc, pf);
+        r += 2;
+      }
+    }
+    for (; r < c.n; ++r) pv_rows<1>(r, vrow, nb, d, w.sc, w.acc, pf);
+  }
+
+  // Row pointers of the block's K (or V) rows: the f16 rows themselves, or Q8_0 rows dequantized
+  // into buf. Rows past nb repeat row 0 (finite values; their scores are masked to -inf).
+  static void block_rows(TensorType t, const char* base, size_t stride, const Scratch& w, int nb,
+                         int d, float* buf, const f16_bits** h, const float** f) {
+    for (int s = 0; s < nb; ++s) {
+      const char* src = base + w.slot[s] * stride;
+      if (t == TensorType::F16) {
+        h[s] = reinterpret_cast<const f16_bits*>(src);
+      } else {
+        T::q8_0_to_f32(reinterpret_cast<const block_q8_0*>(src), buf + s * d, d);
+        f[s] = buf + s * d;
+      }
+    }
+    for (int s = nb; s < kBlock; ++s) {
+      h[s] = h[0];
+      f[s] = f[0];
+    }
   }
 
   // Gathers the next visible slots from *j (up to kBlock), setting the bias of each
@@ -190,6 +295,7 @@ struct FlashAttnSimd {
     const int d = a.head_dim;
     const char* kbase = static_cast<const char*>(a.k) + g * a.k_stride_head;
     const char* vbase = static_cast<const char*>(a.v) + g * a.v_stride_head;
+    const size_t krow_bytes = row_bytes(a.k_type, d), vrow_bytes = row_bytes(a.v_type, d);
     for (int r = 0; r < c.n; ++r) {
       c.m[r] = kNegInf;
       c.l[r] = 0.0f;
@@ -199,31 +305,34 @@ struct FlashAttnSimd {
     while (j < kv1) {
       const int nb = gather(a, c, &j, kv1, w);
       if (nb == 0) break;
-      for (int s = 0; s < nb; ++s) {
-        convert_row(a.k_type, kbase + w.slot[s] * a.k_stride_slot, w.kt + s * d, d);
-        convert_row(a.v_type, vbase + w.slot[s] * a.v_stride_slot, w.vt + s * d, d);
+      // The next block usually holds the next slots: stream their rows in while this one
+      // computes.
+      Prefetcher pf;
+      for (int64_t s = j; s < std::min(j + kBlock, kv1); ++s) {
+        pf.add(kbase + s * a.k_stride_slot, krow_bytes);
+        pf.add(vbase + s * a.v_stride_slot, vrow_bytes);
       }
-      // Unused tail rows of kt must hold finite values (their scores are masked to -inf).
-      if (nb < kBlock) std::memset(w.kt + nb * d, 0, sizeof(float) * (kBlock - nb) * d);
-      int r = 0;
-      for (; r + T::kQkRows <= c.n; r += T::kQkRows) qk_rows<T::kQkRows>(c, r, w.kt, d, w.sc);
-      for (; r < c.n; ++r) qk_rows<1>(c, r, w.kt, d, w.sc);
+      const int tiles = (c.n / T::kQkRows + c.n % T::kQkRows) * (kBlock / T::kQkSlots) +
+                        (c.n + T::kPvRows - 1) / T::kPvRows * (d / (T::kPvVecs * W));
+      pf.per_tile = (int)((krow_bytes + vrow_bytes) / 64 * kBlock / tiles) + 1;
+      const f16_bits* kh[kBlock] = {};
+      const f16_bits* vh[kBlock] = {};
+      const float* kf[kBlock] = {};
+      const float* vf[kBlock] = {};
+      block_rows(a.k_type, kbase, a.k_stride_slot, w, nb, d, w.kt, kh, kf);
+      block_rows(a.v_type, vbase, a.v_stride_slot, w, nb, d, w.vt, vh, vf);
+      if (a.k_type == TensorType::F16) {
+        qk_all(c, kh, d, w.sc, pf);
+      } else {
+        qk_all(c, kf, d, w.sc, pf);
+      }
       softmax_block(a, c, d, w);
-      r = 0;
-      for (; r + T::kPvRows <= c.n; r += T::kPvRows) pv_rows<T::kPvRows>(r, w.vt, nb, d, w.sc, w.acc);
-      if constexpr (T::kPvRows > 4) {
-        if (r + 4 <= c.n) {
-          pv_rows<4>(r, w.vt, nb, d, w.sc, w.acc);
-          r += 4;
-        }
+      if (a.v_type == TensorType::F16) {
+        pv_all(c, vh, nb, d, w, pf);
+      } else {
+        pv_all(c, vf, nb, d, w, pf);
       }
-      if constexpr (T::kPvRows > 2) {
-        if (r + 2 <= c.n) {
-          pv_rows<2>(r, w.vt, nb, d, w.sc, w.acc);
-          r += 2;
-        }
-      }
-      for (; r < c.n; ++r) pv_rows<1>(r, w.vt, nb, d, w.sc, w.acc);
+      pf.issue(1 << 30);
     }
   }
 

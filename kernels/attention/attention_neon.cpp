@@ -13,15 +13,11 @@ namespace {
 
 struct Neon {
   using arch = xsimd::neon64;
-  static constexpr int kQkRows = 2, kQkSlots = 4;  // 8 q-register accumulators
+  static constexpr int kQkRows = 4, kQkSlots = 2;  // 8 q-register accumulators
   static constexpr int kPvRows = 4, kPvVecs = 4;   // 4 rows x 16 floats: 16 accumulators
 
-  static void f16_to_f32(const f16_bits* x, float* y, int n) {
-    for (int k = 0; k < n; k += 8) {
-      const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(x + k));
-      vst1q_f32(y + k, vcvt_f32_f16(vget_low_f16(h)));
-      vst1q_f32(y + k + 4, vcvt_high_f32_f16(h));
-    }
+  static xsimd::batch<float, arch> load_f16(const f16_bits* x) {
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(x)));
   }
 
   static void hsums(const xsimd::batch<float, arch>* x, float* y) {

@@ -51,10 +51,10 @@ void q4_k_rows(const block_q4_K* w, const uint8_t* x, size_t ldx, int64_t nb, fl
       const int8x16_t hi1 = vreinterpretq_s8_u8(vshrq_n_u8(q1, 4));
       for (int r = 0; r < RB; ++r) {
         const int8_t* xq = xr[r][b].qs + 64 * c;
-        const int32x4_t plo = vdotq_s32(vdotq_s32(vdupq_n_s32(0), lo0, vld1q_s8(xq)), lo1,
-                                        vld1q_s8(xq + 16));
-        const int32x4_t phi = vdotq_s32(vdotq_s32(vdupq_n_s32(0), hi0, vld1q_s8(xq + 32)), hi1,
-                                        vld1q_s8(xq + 48));
+        const int32x4_t plo =
+            vdotq_s32(vdotq_s32(vdupq_n_s32(0), lo0, vld1q_s8(xq)), lo1, vld1q_s8(xq + 16));
+        const int32x4_t phi =
+            vdotq_s32(vdotq_s32(vdupq_n_s32(0), hi0, vld1q_s8(xq + 32)), hi1, vld1q_s8(xq + 48));
         isum[r] = vmlaq_n_s32(isum[r], plo, sc[2 * c]);
         isum[r] = vmlaq_n_s32(isum[r], phi, sc[2 * c + 1]);
       }
@@ -89,7 +89,7 @@ void q6_k_rows(const block_q6_K* w, const uint8_t* x, size_t ldx, int64_t nb, fl
     for (int h = 0; h < 2; ++h) {
       const uint8_t* ql = w[b].ql + 64 * h;
       const uint8_t* qh = w[b].qh + 32 * h;
-      for (int i = 0; i < 2; ++i) {  // 16-lane halves of each 32-element run
+      for (int i = 0; i < 2; ++i) {                        // 16-lane halves of each 32-element run
         const uint8x16_t l0 = vld1q_u8(ql + 16 * i);       // runs t = 0 (low) and 2 (high)
         const uint8x16_t l1 = vld1q_u8(ql + 32 + 16 * i);  // runs t = 1 (low) and 3 (high)
         const uint8x16_t hb = vld1q_u8(qh + 16 * i);

@@ -48,28 +48,32 @@ float dot_q4_k_q8_k_ref(const block_q4_K* w, const block_q8_K* x, int64_t nb) {
   return sum;
 }
 
-// Q6_K code of element e (0..255), in 0..63 (the value is d * scale[e / 16] * (code - 32)).
-// Each half h of 128 elements uses ql[64h..], qh[32h..]; within it, element 32t + i (t = 0..3)
-// takes the low (t < 2) or high (t >= 2) nibble of ql[64h + 32 * (t % 2) + i] and bits
-// 2t..2t+1 of qh[32h + i].
-int q6_k_code(const block_q6_K& w, int e) {
-  const int h = e / 128, t = (e % 128) / 32, i = e % 32;
-  const uint8_t lo = w.ql[64 * h + 32 * (t % 2) + i];
-  const int low4 = t < 2 ? (lo & 0x0f) : (lo >> 4);
-  const int high2 = (w.qh[32 * h + i] >> (2 * t)) & 3;
-  return low4 | (high2 << 4);
+// Q6_K values (code - 32, in -32..31) of one block, in element order. Each half h of 128
+// elements uses ql[64h..], qh[32h..]; within it, element 32t + i (t = 0..3) takes the low (t < 2)
+// or high (t >= 2) nibble of ql[64h + 32 * (t % 2) + i] and bits 2t..2t+1 of qh[32h + i].
+void q6_k_values(const block_q6_K& w, int* v) {
+  for (int h = 0; h < 2; ++h) {
+    for (int t = 0; t < 4; ++t) {
+      for (int i = 0; i < 32; ++i) {
+        const uint8_t lo = w.ql[64 * h + 32 * (t % 2) + i];
+        const int low4 = t < 2 ? (lo & 0x0f) : (lo >> 4);
+        const int high2 = (w.qh[32 * h + i] >> (2 * t)) & 3;
+        v[128 * h + 32 * t + i] = (low4 | (high2 << 4)) - 32;
+      }
+    }
+  }
 }
 
+// x = d * scale[e / 16] * value.
 float dot_q6_k_q8_k_ref(const block_q6_K* w, const block_q8_K* x, int64_t nb) {
   float sum = 0.0f;
+  int v[QK_K];
   for (int64_t b = 0; b < nb; ++b) {
+    q6_k_values(w[b], v);
     int32_t scaled = 0;
     for (int g = 0; g < 16; ++g) {
       int32_t dot = 0;
-      for (int l = 0; l < 16; ++l) {
-        const int e = 16 * g + l;
-        dot += (q6_k_code(w[b], e) - 32) * x[b].qs[e];
-      }
+      for (int l = 16 * g; l < 16 * g + 16; ++l) dot += v[l] * x[b].qs[l];
       scaled += w[b].scales[g] * dot;
     }
     sum += x[b].d * f16_to_f32(w[b].d) * static_cast<float>(scaled);

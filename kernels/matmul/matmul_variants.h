@@ -44,6 +44,8 @@ void gemv_q4_0_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemv_q8_0_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemv_q4_0x8_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemm_q4_0x8_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemv_q8_0x8_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemm_q8_0x8_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemv_f32_f32_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemv_f16_f32_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemv_bf16_f32_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);

@@ -33,8 +33,8 @@
 namespace qgemma {
 namespace {
 
-constexpr int kMaxRB = 8;                 // activation rows per micro-kernel
-constexpr int64_t kChunk = 256;           // K blocks per chunk (8192 elements)
+constexpr int kMaxRB = 6;        // activation rows per micro-kernel (4 * 6 + 8 zmm registers)
+constexpr int64_t kChunk = 256;  // K blocks per chunk (8192 elements)
 constexpr size_t kL2Target = 512 * 1024;  // bytes of weights per N block
 
 struct ActPrep {
@@ -65,66 +65,92 @@ struct Format {
   static constexpr int32_t kOffset = kQ4 ? 8 : 128;
 };
 
-// 16 weight rows (groups g0, g1) x RB activation rows over blocks [0, nb) of one K chunk.
+inline __m512i load_pair(const void* lo, const void* hi) {
+  return _mm512_inserti64x4(
+      _mm512_zextsi256_si512(_mm256_loadu_si256(static_cast<const __m256i*>(lo))),
+      _mm256_loadu_si256(static_cast<const __m256i*>(hi)), 1);
+}
+
+inline __m512 load_scales(const f16_bits* lo, const f16_bits* hi) {
+  const __m256i d16 = _mm256_inserti128_si256(
+      _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lo))),
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(hi)), 1);
+  return _mm512_cvtph_ps(d16);
+}
+
+// 32 weight rows (groups g[0..3]; vector v holds groups 2v, 2v+1) x RB activation rows over
+// blocks [0, nb) of one K chunk. Per block: for each 4-byte chunk, 2 weight vectors x RB
+// activation broadcasts -> 2 RB vpdpbusd (2 RB independent integer chains of 8 per block), then
+// per activation row 2 converts, 2 scale multiplies, 2 FMAs. 4 RB + 8 zmm registers.
 template <bool kQ4, int RB>
-void micro(const typename Format<kQ4>::Block* g0, const typename Format<kQ4>::Block* g1, int64_t nb,
-           const block_q8_0* const* xr, const ActPrep& p, float* y, int64_t ldy, bool accumulate,
-           __mmask16 mask) {
-  __m512 acc[RB];
-  for (int r = 0; r < RB; ++r) acc[r] = _mm512_setzero_ps();
+void micro(const typename Format<kQ4>::Block* const* g, int64_t nb, const block_q8_0* const* xr,
+           const ActPrep& p, float* y, int64_t ldy, bool accumulate, __mmask16 m0, __mmask16 m1) {
+  __m512 acc0[RB], acc1[RB];
+  for (int r = 0; r < RB; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
   const __m512i lo4 = _mm512_set1_epi8(0x0F);
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   for (int64_t b = 0; b < nb; ++b) {
-    const auto& B0 = g0[b];
-    const auto& B1 = g1[b];
-    const __m256i d16 = _mm256_inserti128_si256(
-        _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(B0.d))),
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(B1.d)), 1);
-    const __m512 dw = _mm512_cvtph_ps(d16);
-    __m512i w[8];
-    constexpr int kLoads = kQ4 ? 4 : 8;
-    for (int c = 0; c < kLoads; ++c) {
-      const __m512i v = _mm512_inserti64x4(
-          _mm512_zextsi256_si512(
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(B0.qs + 32 * c))),
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(B1.qs + 32 * c)), 1);
-      if constexpr (kQ4) {
-        w[c] = _mm512_and_si512(v, lo4);                            // elements 4c..4c+3
-        w[c + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);  // elements 16+4c..
-      } else {
-        w[c] = _mm512_xor_si512(v, flip);
+    __m512i i0[RB], i1[RB];
+    for (int r = 0; r < RB; ++r) i0[r] = i1[r] = _mm512_set1_epi32(p.ncorr[r][b]);
+    if constexpr (kQ4) {
+      for (int c = 0; c < 4; ++c) {
+        const __m512i v0 = load_pair(g[0][b].qs + 32 * c, g[1][b].qs + 32 * c);
+        const __m512i v1 = load_pair(g[2][b].qs + 32 * c, g[3][b].qs + 32 * c);
+        const __m512i l0 = _mm512_and_si512(v0, lo4);  // elements 4c..4c+3
+        const __m512i l1 = _mm512_and_si512(v1, lo4);
+        const __m512i h0 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), lo4);  // 16+4c..
+        const __m512i h1 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), lo4);
+        for (int r = 0; r < RB; ++r) {
+          const __m512i xl = _mm512_set1_epi32(load_i32(xr[r][b].qs + 4 * c));
+          const __m512i xh = _mm512_set1_epi32(load_i32(xr[r][b].qs + 16 + 4 * c));
+          i0[r] = _mm512_dpbusd_epi32(i0[r], l0, xl);
+          i1[r] = _mm512_dpbusd_epi32(i1[r], l1, xl);
+          i0[r] = _mm512_dpbusd_epi32(i0[r], h0, xh);
+          i1[r] = _mm512_dpbusd_epi32(i1[r], h1, xh);
+        }
+      }
+    } else {
+      for (int c = 0; c < 8; ++c) {
+        const __m512i v0 =
+            _mm512_xor_si512(load_pair(g[0][b].qs + 32 * c, g[1][b].qs + 32 * c), flip);
+        const __m512i v1 =
+            _mm512_xor_si512(load_pair(g[2][b].qs + 32 * c, g[3][b].qs + 32 * c), flip);
+        for (int r = 0; r < RB; ++r) {
+          const __m512i xc = _mm512_set1_epi32(load_i32(xr[r][b].qs + 4 * c));
+          i0[r] = _mm512_dpbusd_epi32(i0[r], v0, xc);
+          i1[r] = _mm512_dpbusd_epi32(i1[r], v1, xc);
+        }
       }
     }
+    const __m512 dw0 = load_scales(g[0][b].d, g[1][b].d);
+    const __m512 dw1 = load_scales(g[2][b].d, g[3][b].d);
     for (int r = 0; r < RB; ++r) {
-      const int8_t* xq = xr[r][b].qs;
-      __m512i ia = _mm512_set1_epi32(p.ncorr[r][b]);
-      __m512i ib = _mm512_setzero_si512();
-      for (int c = 0; c < 8; c += 2) {
-        ia = _mm512_dpbusd_epi32(ia, w[c], _mm512_set1_epi32(load_i32(xq + 4 * c)));
-        ib = _mm512_dpbusd_epi32(ib, w[c + 1], _mm512_set1_epi32(load_i32(xq + 4 * c + 4)));
-      }
-      const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(p.dx[r][b]));
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(ia, ib)), s, acc[r]);
+      const __m512 dx = _mm512_set1_ps(p.dx[r][b]);
+      acc0[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0[r]), _mm512_mul_ps(dw0, dx), acc0[r]);
+      acc1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1[r]), _mm512_mul_ps(dw1, dx), acc1[r]);
     }
   }
   for (int r = 0; r < RB; ++r) {
     float* yr = y + r * ldy;
-    __m512 v = acc[r];
-    if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, yr));
-    _mm512_mask_storeu_ps(yr, mask, v);
+    __m512 v0 = acc0[r], v1 = acc1[r];
+    if (accumulate) {
+      v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, yr));
+      v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, yr + 16));
+    }
+    _mm512_mask_storeu_ps(yr, m0, v0);
+    _mm512_mask_storeu_ps(yr + 16, m1, v1);
   }
 }
 
 template <bool kQ4>
-using MicroFn = void (*)(const typename Format<kQ4>::Block*, const typename Format<kQ4>::Block*,
-                         int64_t, const block_q8_0* const*, const ActPrep&, float*, int64_t, bool,
+using MicroFn = void (*)(const typename Format<kQ4>::Block* const*, int64_t,
+                         const block_q8_0* const*, const ActPrep&, float*, int64_t, bool, __mmask16,
                          __mmask16);
 
 template <bool kQ4>
 MicroFn<kQ4> micro_for(int rb) {
   static constexpr MicroFn<kQ4> kFns[kMaxRB] = {micro<kQ4, 1>, micro<kQ4, 2>, micro<kQ4, 3>,
-                                                micro<kQ4, 4>, micro<kQ4, 5>, micro<kQ4, 6>,
-                                                micro<kQ4, 7>, micro<kQ4, 8>};
+                                                micro<kQ4, 4>, micro<kQ4, 5>, micro<kQ4, 6>};
   return kFns[rb - 1];
 }
 
@@ -135,7 +161,7 @@ void matmul_x8(const MatmulArgs& a, int64_t n0, int64_t n1) {
   const auto* w = static_cast<const Block*>(a.w);  // group g starts at w + g * nb
   const auto* x = static_cast<const uint8_t*>(a.x);
   const int64_t row_bytes = nb * static_cast<int64_t>(sizeof(Block)) / 8;
-  const int64_t n_block = std::max<int64_t>(16, kL2Target / row_bytes / 16 * 16);
+  const int64_t n_block = std::max<int64_t>(32, kL2Target / row_bytes / 32 * 32);
   alignas(64) ActPrep prep;
   const block_q8_0* xr[kMaxRB];
   for (int64_t kc = 0; kc < nb; kc += kChunk) {
@@ -152,11 +178,14 @@ void matmul_x8(const MatmulArgs& a, int64_t n0, int64_t n1) {
           }
         }
         const MicroFn<kQ4> fn = micro_for<kQ4>(rb);
-        for (int64_t n = nbeg; n < nend; n += 16) {
-          const bool pair = n + 16 <= nend;
-          const Block* g0 = w + (n / 8) * nb + kc;
-          const Block* g1 = pair ? g0 + nb : g0;
-          fn(g0, g1, kn, xr, prep, a.y + r0 * a.ldy + n, a.ldy, kc > 0, pair ? 0xFFFF : 0x00FF);
+        for (int64_t n = nbeg; n < nend; n += 32) {
+          const int groups = static_cast<int>(std::min<int64_t>(4, (nend - n) / 8));
+          const Block* g[4];
+          for (int j = 0; j < 4; ++j) g[j] = w + (n / 8 + std::min(j, groups - 1)) * nb + kc;
+          const uint64_t lanes = (uint64_t{1} << (8 * groups)) - 1;
+          const auto m0 = static_cast<__mmask16>(groups >= 2 ? 0xFFFF : lanes);
+          const auto m1 = static_cast<__mmask16>(groups > 2 ? (lanes >> 16) : 0);
+          fn(g, kn, xr, prep, a.y + r0 * a.ldy + n, a.ldy, kc > 0, m0, m1);
         }
       }
     }

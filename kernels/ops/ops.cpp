@@ -1,8 +1,9 @@
 // Dispatch of the float ops to the active ISA's variants, plus the ops that need no SIMD
 // variant (RoPE frequency tables, embedding row gather).
+#include "kernels/ops/ops.h"
+
 #include <cmath>
 
-#include "kernels/ops/ops.h"
 #include "kernels/ops/ops_internal.h"
 #include "kernels/quant/quant.h"
 
@@ -38,12 +39,11 @@ const OpsKernels& active() {
 void rmsnorm_f32(const float* x, const float* w, float* y, int64_t n, float eps) {
   active().rmsnorm(x, w, y, n, eps);
 }
-void rmsnorm_heads_f32(const float* x, const float* w, float* y, int64_t n_heads,
-                       int64_t head_dim, float eps) {
+void rmsnorm_heads_f32(const float* x, const float* w, float* y, int64_t n_heads, int64_t head_dim,
+                       float eps) {
   active().rmsnorm_heads(x, w, y, n_heads, head_dim, eps);
 }
-void layernorm_f32(const float* x, const float* w, const float* b, float* y, int64_t n,
-                   float eps) {
+void layernorm_f32(const float* x, const float* w, const float* b, float* y, int64_t n, float eps) {
   active().layernorm(x, w, b, y, n, eps);
 }
 void rope_angles_f32(const float* inv_freq, int64_t n_pairs, float pos, float* cos_out,
@@ -62,9 +62,7 @@ void gelu_tanh_f32(const float* x, float* y, int64_t n) { active().gelu_tanh(x, 
 void geglu_tanh_f32(const float* gate, const float* up, float* y, int64_t n) {
   active().geglu_tanh(gate, up, y, n);
 }
-void softcap_f32(const float* x, float* y, int64_t n, float cap) {
-  active().softcap(x, y, n, cap);
-}
+void softcap_f32(const float* x, float* y, int64_t n, float cap) { active().softcap(x, y, n, cap); }
 void softmax_f32(const float* x, float* y, int64_t n) { active().softmax(x, y, n); }
 void add_f32(const float* a, const float* b, float* y, int64_t n) { active().add(a, b, y, n); }
 void mul_f32(const float* a, const float* b, float* y, int64_t n) { active().mul(a, b, y, n); }

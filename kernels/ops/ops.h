@@ -23,20 +23,19 @@ void rmsnorm_f32(const float* x, const float* w, float* y, int64_t n, float eps)
 
 // RMSNorm of each head on its own: x, y: [n_heads x head_dim] (contiguous rows), w: [head_dim]
 // shared by every head, or nullptr for no weight (Gemma 4's V norm).
-void rmsnorm_heads_f32(const float* x, const float* w, float* y, int64_t n_heads,
-                       int64_t head_dim, float eps);
+void rmsnorm_heads_f32(const float* x, const float* w, float* y, int64_t n_heads, int64_t head_dim,
+                       float eps);
 
 // y[i] = (x[i] - mean) / sqrt(var + eps) * w[i] + b[i]; x, y, w, b: [n]; var is the biased
 // (1/n) variance. w == nullptr: no scale; b == nullptr: no bias.
-void layernorm_f32(const float* x, const float* w, const float* b, float* y, int64_t n,
-                   float eps);
+void layernorm_f32(const float* x, const float* w, const float* b, float* y, int64_t n, float eps);
 
 // ----------------------------------------------------------------------------------- RoPE --
 
 // Fills inv_freq: [n_pairs] with the frequency of each rotated pair:
 //   inv_freq[i] = theta^(-2i / dim) / (freq_divisors ? freq_divisors[i] : 1)   for i < n_rot
 //   inv_freq[i] = 0 (angle 0: the pair is left as is)                          for i >= n_rot
-// Standard RoPE over a head of d: n_pairs = n_rot = dim = d/2*2 = d.
+// Standard RoPE over a head of d dims: n_pairs = n_rot = d / 2, dim = d.
 // Gemma 4 global layers ("proportional"): d = 512, n_pairs = 256, dim = 512, n_rot = 64.
 // freq_divisors: llama.cpp's `rope_freqs` tensor (one factor per pair), or nullptr.
 void rope_inv_freq(float* inv_freq, int64_t n_pairs, float theta, int64_t dim, int64_t n_rot,
@@ -52,8 +51,7 @@ void rope_angles_f32(const float* inv_freq, int64_t n_pairs, float pos, float* c
 //   x'[i]       = x[i] * cos[i] - x[i + h] * sin[i]
 //   x'[i + h]   = x[i] * sin[i] + x[i + h] * cos[i]          (h = head_dim / 2)
 // cos, sin: [head_dim / 2] from rope_angles_f32 (pairs with angle 0 come back unchanged).
-void rope_neox_f32(float* x, int64_t n_heads, int64_t head_dim, const float* cos,
-                   const float* sin);
+void rope_neox_f32(float* x, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin);
 
 // GPT-J / llama "normal" RoPE: adjacent dimensions (2i, 2i+1) form pair i; same cos/sin tables.
 void rope_interleaved_f32(float* x, int64_t n_heads, int64_t head_dim, const float* cos,
@@ -75,10 +73,10 @@ void softmax_f32(const float* x, float* y, int64_t n);
 
 // ---------------------------------------------------------------------------- arithmetic --
 
-void add_f32(const float* a, const float* b, float* y, int64_t n);      // y = a + b
-void mul_f32(const float* a, const float* b, float* y, int64_t n);      // y = a * b
-void scale_f32(const float* x, float s, float* y, int64_t n);           // y = s * x
-void add_scaled_f32(const float* x, float s, float* y, int64_t n);      // y += s * x
+void add_f32(const float* a, const float* b, float* y, int64_t n);  // y = a + b
+void mul_f32(const float* a, const float* b, float* y, int64_t n);  // y = a * b
+void scale_f32(const float* x, float s, float* y, int64_t n);       // y = s * x
+void add_scaled_f32(const float* x, float s, float* y, int64_t n);  // y += s * x
 
 // -------------------------------------------------------------------------------- lookups --
 
@@ -129,10 +127,9 @@ int64_t argmax_f32_ref(const float* x, int64_t n);
 // at the reference).
 struct OpsKernels {
   void (*rmsnorm)(const float* x, const float* w, float* y, int64_t n, float eps);
-  void (*rmsnorm_heads)(const float* x, const float* w, float* y, int64_t n_heads,
-                        int64_t head_dim, float eps);
-  void (*layernorm)(const float* x, const float* w, const float* b, float* y, int64_t n,
-                    float eps);
+  void (*rmsnorm_heads)(const float* x, const float* w, float* y, int64_t n_heads, int64_t head_dim,
+                        float eps);
+  void (*layernorm)(const float* x, const float* w, const float* b, float* y, int64_t n, float eps);
   void (*rope_angles)(const float* inv_freq, int64_t n_pairs, float pos, float* cos_out,
                       float* sin_out);
   void (*rope_neox)(float* x, int64_t n_heads, int64_t head_dim, const float* cos,

@@ -139,22 +139,10 @@ int64_t argmax_f32_ref(const float* x, int64_t n) {
 
 const OpsKernels* ops_kernels_ref() {
   static const OpsKernels k = {
-      rmsnorm_f32_ref,
-      rmsnorm_heads_f32_ref,
-      layernorm_f32_ref,
-      rope_angles_f32_ref,
-      rope_neox_f32_ref,
-      rope_interleaved_f32_ref,
-      gelu_tanh_f32_ref,
-      geglu_tanh_f32_ref,
-      softcap_f32_ref,
-      softmax_f32_ref,
-      add_f32_ref,
-      mul_f32_ref,
-      scale_f32_ref,
-      add_scaled_f32_ref,
-      argmax_f32_ref,
-      quantize_row_q8_0_ref,
+      rmsnorm_f32_ref,       rmsnorm_heads_f32_ref,    layernorm_f32_ref, rope_angles_f32_ref,
+      rope_neox_f32_ref,     rope_interleaved_f32_ref, gelu_tanh_f32_ref, geglu_tanh_f32_ref,
+      softcap_f32_ref,       softmax_f32_ref,          add_f32_ref,       mul_f32_ref,
+      scale_f32_ref,         add_scaled_f32_ref,       argmax_f32_ref,    quantize_row_q8_0_ref,
       quantize_row_q8_K_ref,
   };
   return &k;

@@ -61,8 +61,8 @@ void rmsnorm_simd(const float* x, const float* w, float* y, int64_t n, float eps
 }
 
 template <class A>
-void rmsnorm_heads_simd(const float* x, const float* w, float* y, int64_t n_heads,
-                        int64_t head_dim, float eps) {
+void rmsnorm_heads_simd(const float* x, const float* w, float* y, int64_t n_heads, int64_t head_dim,
+                        float eps) {
   for (int64_t h = 0; h < n_heads; ++h) {
     rmsnorm_simd<A>(x + h * head_dim, w, y + h * head_dim, head_dim, eps);
   }
@@ -236,7 +236,8 @@ void add_scaled_simd(const float* x, float s, float* y, int64_t n) {
   constexpr int64_t N = kLanes<A>;
   const fvec<A> vs(s);
   int64_t i = 0;
-  for (; i + N <= n; i += N) xsimd::fma(vs, loadu<A>(x + i), loadu<A>(y + i)).store_unaligned(y + i);
+  for (; i + N <= n; i += N)
+    xsimd::fma(vs, loadu<A>(x + i), loadu<A>(y + i)).store_unaligned(y + i);
   for (; i < n; ++i) y[i] += s * x[i];
 }
 
@@ -355,22 +356,11 @@ void quantize_q8_K_simd(const float* x, block_q8_K* y, int64_t n) {
 template <class A>
 OpsKernels make_ops_kernels() {
   return OpsKernels{
-      rmsnorm_simd<A>,
-      rmsnorm_heads_simd<A>,
-      layernorm_simd<A>,
+      rmsnorm_simd<A>,       rmsnorm_heads_simd<A>,    layernorm_simd<A>,
       rope_angles_f32_ref,  // once per token: scalar sin/cos keep large angles exact
-      rope_neox_simd<A>,
-      rope_interleaved_f32_ref,
-      gelu_tanh_simd<A>,
-      geglu_tanh_simd<A>,
-      softcap_simd<A>,
-      softmax_simd<A>,
-      add_simd<A>,
-      mul_simd<A>,
-      scale_simd<A>,
-      add_scaled_simd<A>,
-      argmax_simd<A>,
-      quantize_q8_0_simd<A>,
+      rope_neox_simd<A>,     rope_interleaved_f32_ref, gelu_tanh_simd<A>, geglu_tanh_simd<A>,
+      softcap_simd<A>,       softmax_simd<A>,          add_simd<A>,       mul_simd<A>,
+      scale_simd<A>,         add_scaled_simd<A>,       argmax_simd<A>,    quantize_q8_0_simd<A>,
       quantize_q8_K_simd<A>,
   };
 }

@@ -83,10 +83,10 @@ struct block_q8_K {
 static_assert(sizeof(block_q8_K) == 292);
 
 struct TypeTraits {
-  std::string_view name;   // llama.cpp's name: "f32", "q4_0", "q4_K", ...
-  int64_t block_size;      // elements per block (1 for plain types)
-  size_t type_size;        // bytes per block
-  bool supported;          // qgemma can dequantize it
+  std::string_view name;  // llama.cpp's name: "f32", "q4_0", "q4_K", ...
+  int64_t block_size;     // elements per block (1 for plain types)
+  size_t type_size;       // bytes per block
+  bool supported;         // qgemma can dequantize it
 };
 
 // Traits of a type id; returns {"unknown", 0, 0, false} for ids qgemma does not know.

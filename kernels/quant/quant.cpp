@@ -141,9 +141,9 @@ void quantize_q4_K_block(const float* x, block_q4_K* y) {
     get_scale_min_k4(j, y->scales, &sc, &m);
     const float ds = d * sc, dm = dmin * m;
     for (int i = 0; i < 32; ++i) {
-      L[32 * j + i] = ds > 0 ? static_cast<uint8_t>(
-                                   std::clamp(nearest_int((x[32 * j + i] + dm) / ds), 0, 15))
-                             : 0;
+      L[32 * j + i] =
+          ds > 0 ? static_cast<uint8_t>(std::clamp(nearest_int((x[32 * j + i] + dm) / ds), 0, 15))
+                 : 0;
     }
   }
   // Each group of 64 values shares 32 bytes: the first 32 in the low nibbles, the next 32 high.

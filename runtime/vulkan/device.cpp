@@ -16,20 +16,34 @@ namespace {
 
 const char* result_name(VkResult r) {
   switch (r) {
-    case VK_ERROR_OUT_OF_HOST_MEMORY: return "out of host memory";
-    case VK_ERROR_OUT_OF_DEVICE_MEMORY: return "out of device memory";
-    case VK_ERROR_INITIALIZATION_FAILED: return "initialization failed";
-    case VK_ERROR_DEVICE_LOST: return "device lost";
-    case VK_ERROR_MEMORY_MAP_FAILED: return "memory map failed";
-    case VK_ERROR_LAYER_NOT_PRESENT: return "layer not present";
-    case VK_ERROR_EXTENSION_NOT_PRESENT: return "extension not present";
-    case VK_ERROR_FEATURE_NOT_PRESENT: return "feature not present";
-    case VK_ERROR_INCOMPATIBLE_DRIVER: return "incompatible driver (no Vulkan driver found)";
-    case VK_ERROR_TOO_MANY_OBJECTS: return "too many objects";
-    case VK_ERROR_FRAGMENTED_POOL: return "fragmented pool";
-    case VK_ERROR_OUT_OF_POOL_MEMORY: return "out of pool memory";
-    case VK_TIMEOUT: return "timeout";
-    default: return "error";
+    case VK_ERROR_OUT_OF_HOST_MEMORY:
+      return "out of host memory";
+    case VK_ERROR_OUT_OF_DEVICE_MEMORY:
+      return "out of device memory";
+    case VK_ERROR_INITIALIZATION_FAILED:
+      return "initialization failed";
+    case VK_ERROR_DEVICE_LOST:
+      return "device lost";
+    case VK_ERROR_MEMORY_MAP_FAILED:
+      return "memory map failed";
+    case VK_ERROR_LAYER_NOT_PRESENT:
+      return "layer not present";
+    case VK_ERROR_EXTENSION_NOT_PRESENT:
+      return "extension not present";
+    case VK_ERROR_FEATURE_NOT_PRESENT:
+      return "feature not present";
+    case VK_ERROR_INCOMPATIBLE_DRIVER:
+      return "incompatible driver (no Vulkan driver found)";
+    case VK_ERROR_TOO_MANY_OBJECTS:
+      return "too many objects";
+    case VK_ERROR_FRAGMENTED_POOL:
+      return "fragmented pool";
+    case VK_ERROR_OUT_OF_POOL_MEMORY:
+      return "out of pool memory";
+    case VK_TIMEOUT:
+      return "timeout";
+    default:
+      return "error";
   }
 }
 
@@ -40,11 +54,16 @@ std::string version_string(uint32_t v) {
 
 std::string type_name(VkPhysicalDeviceType t) {
   switch (t) {
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete";
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated";
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return "virtual";
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: return "cpu";
-    default: return "other";
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+      return "discrete";
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+      return "integrated";
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+      return "virtual";
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+      return "cpu";
+    default:
+      return "other";
   }
 }
 
@@ -98,8 +117,9 @@ std::vector<VkPhysicalDevice> physical_devices(VkInstance inst) {
 }
 
 bool has_extension(const std::vector<VkExtensionProperties>& exts, const char* name) {
-  return std::any_of(exts.begin(), exts.end(),
-                     [&](const VkExtensionProperties& e) { return !std::strcmp(e.extensionName, name); });
+  return std::any_of(exts.begin(), exts.end(), [&](const VkExtensionProperties& e) {
+    return !std::strcmp(e.extensionName, name);
+  });
 }
 
 std::vector<VkExtensionProperties> device_extensions(VkPhysicalDevice pd) {
@@ -149,7 +169,8 @@ DeviceInfo query_info(VkPhysicalDevice pd, uint32_t index) {
 
   info.name = p.deviceName;
   info.type = type_name(p.deviceType);
-  info.driver = std::string(drv.driverName) + (drv.driverInfo[0] ? std::string(" ") + drv.driverInfo : "");
+  info.driver =
+      std::string(drv.driverName) + (drv.driverInfo[0] ? std::string(" ") + drv.driverInfo : "");
   info.api_version = version_string(p.apiVersion);
   info.vendor_id = p.vendorID;
   info.device_id = p.deviceID;
@@ -189,8 +210,8 @@ DeviceInfo query_info(VkPhysicalDevice pd, uint32_t index) {
   const VkMemoryPropertyFlags uma =
       VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT;
   for (uint32_t t = 0; t < mem.memoryTypeCount; ++t) {
-    if ((mem.memoryTypes[t].propertyFlags & uma) == uma && mem.memoryTypes[t].heapIndex == biggest_heap &&
-        info.type != "discrete") {
+    if ((mem.memoryTypes[t].propertyFlags & uma) == uma &&
+        mem.memoryTypes[t].heapIndex == biggest_heap && info.type != "discrete") {
       info.unified_memory = true;
     }
   }
@@ -277,7 +298,8 @@ std::unique_ptr<Device> Device::open(int index) {
     if (env && *env) {
       char* end = nullptr;
       long v = std::strtol(env, &end, 10);
-      if (*end || v < 0) throw Error(std::string("QGEMMA_VK_DEVICE='") + env + "' is not a device index");
+      if (*end || v < 0)
+        throw Error(std::string("QGEMMA_VK_DEVICE='") + env + "' is not a device index");
       index = (int)v;
     } else {
       index = (int)preferred_device(infos);
@@ -300,7 +322,8 @@ std::unique_ptr<Device> Device::open(int index) {
   for (uint32_t i = 0; i < nq && family == UINT32_MAX; ++i) {
     if (qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) family = i;
   }
-  if (family == UINT32_MAX) throw Error("Vulkan: device '" + dev->info_.name + "' has no compute queue");
+  if (family == UINT32_MAX)
+    throw Error("Vulkan: device '" + dev->info_.name + "' has no compute queue");
   dev->queue_family_ = family;
 
   // Enable exactly the optional features the shaders may use and the device has.
@@ -359,8 +382,8 @@ Device::~Device() {
 
 void Device::check(VkResult r, std::string_view what) const {
   if (r == VK_SUCCESS) return;
-  std::string msg = "Vulkan: " + std::string(what) + " failed on '" + info_.name + "': " + result_name(r) +
-                    " (VkResult " + std::to_string((int)r) + ")";
+  std::string msg = "Vulkan: " + std::string(what) + " failed on '" + info_.name +
+                    "': " + result_name(r) + " (VkResult " + std::to_string((int)r) + ")";
   if (r == VK_ERROR_DEVICE_LOST) {
     msg += "; the GPU reset or the driver crashed - results are lost, restart the program";
   } else if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY) {
@@ -370,7 +393,8 @@ void Device::check(VkResult r, std::string_view what) const {
 }
 
 uint32_t Device::find_memory_type(uint32_t type_bits, MemoryKind kind, bool* mapped) const {
-  const VkMemoryPropertyFlags hv = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+  const VkMemoryPropertyFlags hv =
+      VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
   const VkMemoryPropertyFlags dl = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT;
   // Preference lists: first match wins.
   std::vector<VkMemoryPropertyFlags> prefs;
@@ -396,7 +420,9 @@ uint32_t Device::find_memory_type(uint32_t type_bits, MemoryKind kind, bool* map
 Buffer Device::create_buffer(size_t bytes, MemoryKind kind, std::string_view what) {
   const size_t mib = (bytes + (1 << 20) - 1) >> 20;
   const std::string desc = "allocating " + std::to_string(mib) + " MiB for " + std::string(what);
-  if (bytes == 0) bytes = 4;
+  // Whole 16-byte words: shaders read every format through 32-bit words, and a word that
+  // straddles the end of a binding reads as zero on robust drivers.
+  bytes = (std::max<size_t>(bytes, 1) + 15) & ~size_t(15);
   Buffer b;
   b.device_ = device_;
   b.size_ = bytes;
@@ -555,7 +581,8 @@ void Device::load_pipeline_cache() {
   std::vector<char> data;
   if (!dir.empty()) {
     char uuid[2 * VK_UUID_SIZE + 1];
-    for (int i = 0; i < VK_UUID_SIZE; ++i) std::snprintf(uuid + 2 * i, 3, "%02x", info_.pipeline_cache_uuid[i]);
+    for (unsigned i = 0; i < VK_UUID_SIZE; ++i)
+      std::snprintf(uuid + 2 * i, 3, "%02x", info_.pipeline_cache_uuid[i]);
     char ids[32];
     std::snprintf(ids, sizeof ids, "%04x-%04x-", info_.vendor_id, info_.device_id);
     cache_path_ = dir + "/vk-pipelines-" + ids + uuid + ".bin";
@@ -569,7 +596,8 @@ void Device::load_pipeline_cache() {
   if (vkCreatePipelineCache(device_, &ci, nullptr, &pipeline_cache_) != VK_SUCCESS) {
     ci.initialDataSize = 0;
     ci.pInitialData = nullptr;
-    check(vkCreatePipelineCache(device_, &ci, nullptr, &pipeline_cache_), "creating a pipeline cache");
+    check(vkCreatePipelineCache(device_, &ci, nullptr, &pipeline_cache_),
+          "creating a pipeline cache");
   }
 }
 
@@ -627,7 +655,8 @@ VkDescriptorSet Recorder::allocate_set(VkDescriptorSetLayout layout) {
     ci.poolSizeCount = 1;
     ci.pPoolSizes = &size;
     VkDescriptorPool pool = VK_NULL_HANDLE;
-    dev_.check(vkCreateDescriptorPool(dev_.handle(), &ci, nullptr, &pool), "creating a descriptor pool");
+    dev_.check(vkCreateDescriptorPool(dev_.handle(), &ci, nullptr, &pool),
+               "creating a descriptor pool");
     pools_.push_back(pool);
     pool_sets_left_ = kSets;
   }
@@ -685,7 +714,8 @@ void Recorder::dispatch(const Pipeline& p, std::span<const Arg> args, const void
                   std::to_string(info.max_storage_buffer_range));
     }
     ranges[i] = {v.buffer->handle(), v.offset, v.offset + n};
-    if (overlaps(written_, ranges[i]) || (args[i].write && overlaps(read_, ranges[i]))) hazard = true;
+    if (overlaps(written_, ranges[i]) || (args[i].write && overlaps(read_, ranges[i])))
+      hazard = true;
   }
   if (hazard) barrier();
   for (size_t i = 0; i < args.size(); ++i) (args[i].write ? written_ : read_).push_back(ranges[i]);
@@ -694,7 +724,10 @@ void Recorder::dispatch(const Pipeline& p, std::span<const Arg> args, const void
   std::vector<VkDescriptorBufferInfo> infos(args.size());
   std::vector<VkWriteDescriptorSet> writes(args.size());
   for (size_t i = 0; i < args.size(); ++i) {
-    infos[i] = {args[i].view.buffer->handle(), args[i].view.offset, args[i].view.size()};
+    // Ranges rounded up to whole words (buffers are allocated in 16-byte multiples).
+    const size_t range = std::min((args[i].view.size() + 3) & ~size_t(3),
+                                  args[i].view.buffer->size() - args[i].view.offset);
+    infos[i] = {args[i].view.buffer->handle(), args[i].view.offset, range};
     writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
     writes[i].dstSet = set;
     writes[i].dstBinding = (uint32_t)i;
@@ -705,7 +738,8 @@ void Recorder::dispatch(const Pipeline& p, std::span<const Arg> args, const void
   vkUpdateDescriptorSets(dev_.handle(), (uint32_t)writes.size(), writes.data(), 0, nullptr);
   vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, p.pipeline);
   vkCmdBindDescriptorSets(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout, 0, 1, &set, 0, nullptr);
-  if (push_bytes) vkCmdPushConstants(cmd_, p.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, (uint32_t)push_bytes, push);
+  if (push_bytes)
+    vkCmdPushConstants(cmd_, p.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, (uint32_t)push_bytes, push);
   vkCmdDispatch(cmd_, gx, gy, gz);
   ++dispatches_;
 }
@@ -722,7 +756,8 @@ void Recorder::submit_and_wait() {
       for (VkDescriptorPool p : r->pools_) vkResetDescriptorPool(r->dev_.handle(), p, 0);
       // All pools are empty again; reuse them from the first.
       if (!r->pools_.empty()) {
-        for (size_t i = 1; i < r->pools_.size(); ++i) vkDestroyDescriptorPool(r->dev_.handle(), r->pools_[i], nullptr);
+        for (size_t i = 1; i < r->pools_.size(); ++i)
+          vkDestroyDescriptorPool(r->dev_.handle(), r->pools_[i], nullptr);
         r->pools_.resize(1);
         r->pool_sets_left_ = 256;
       }

@@ -37,11 +37,11 @@ struct DeviceInfo {
   uint64_t device_local_bytes = 0;  // sum of DEVICE_LOCAL heaps
   bool unified_memory = false;      // a DEVICE_LOCAL | HOST_VISIBLE type covers the big heap
   // Features (enabled at device creation when present).
-  bool storage_16bit = false;  // storageBuffer16BitAccess
-  bool storage_8bit = false;   // storageBuffer8BitAccess
-  bool float16 = false;        // shaderFloat16
-  bool int8 = false;           // shaderInt8
-  bool int_dot = false;        // VK_KHR_shader_integer_dot_product (or core 1.3)
+  bool storage_16bit = false;        // storageBuffer16BitAccess
+  bool storage_8bit = false;         // storageBuffer8BitAccess
+  bool float16 = false;              // shaderFloat16
+  bool int8 = false;                 // shaderInt8
+  bool int_dot = false;              // VK_KHR_shader_integer_dot_product (or core 1.3)
   bool int_dot_accelerated = false;  // 4x8 packed signed dot is hardware accelerated
   bool coopmat = false;              // VK_KHR_cooperative_matrix extension present
   bool subgroup_arithmetic = false;  // subgroup add/max in compute shaders
@@ -136,7 +136,7 @@ class Device {
 
   // Command buffers for Recorder: one-time submit and wait, with device-loss reporting.
   VkCommandBuffer begin_commands();
-  void submit_and_wait(VkCommandBuffer cmd);  // frees cmd
+  void submit_and_wait(VkCommandBuffer cmd);   // frees cmd
   void discard_commands(VkCommandBuffer cmd);  // frees cmd without running it
   // Where the pipeline cache lives ("" when no cache directory could be used).
   const std::string& pipeline_cache_path() const { return cache_path_; }
@@ -182,7 +182,7 @@ class Recorder {
   // (the launchers in ops.h fold large counts into y).
   void dispatch(const Pipeline& p, std::span<const Arg> args, const void* push, size_t push_bytes,
                 uint32_t gx, uint32_t gy = 1, uint32_t gz = 1);
-  void barrier();  // full compute memory barrier now
+  void barrier();          // full compute memory barrier now
   void submit_and_wait();  // runs what was recorded; the recorder can then record again
   Device& device() { return dev_; }
   uint32_t dispatches() const { return dispatches_; }

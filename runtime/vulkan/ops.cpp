@@ -13,14 +13,22 @@ using Arg = Recorder::Arg;
 // Module suffix of a weight format, or nullptr when no shader reads it.
 const char* format_suffix(TensorType t) {
   switch (t) {
-    case TensorType::Q4_0: return "q4_0";
-    case TensorType::Q8_0: return "q8_0";
-    case TensorType::Q4_K: return "q4_k";
-    case TensorType::Q6_K: return "q6_k";
-    case TensorType::F16: return "f16";
-    case TensorType::BF16: return "bf16";
-    case TensorType::F32: return "f32";
-    default: return nullptr;
+    case TensorType::Q4_0:
+      return "q4_0";
+    case TensorType::Q8_0:
+      return "q8_0";
+    case TensorType::Q4_K:
+      return "q4_k";
+    case TensorType::Q6_K:
+      return "q6_k";
+    case TensorType::F16:
+      return "f16";
+    case TensorType::BF16:
+      return "bf16";
+    case TensorType::F32:
+      return "f32";
+    default:
+      return nullptr;
   }
 }
 
@@ -85,7 +93,8 @@ void mul_mat_vec(Recorder& rec, TensorType wtype, View w, View x, View y, uint32
   check_matmul("mul_mat_vec", wtype, w, x, y, M, K, N, x_stride, y_stride);
   constexpr uint32_t kRows = 2;
   const uint32_t spec[] = {64, N, kRows};
-  const Pipeline& p = rec.device().pipeline(std::string("mul_mat_vec_") + format_suffix(wtype), spec, 3, 24);
+  const Pipeline& p =
+      rec.device().pipeline(std::string("mul_mat_vec_") + format_suffix(wtype), spec, 3, 24);
   const Grid g = fold(ceil_div(M, kRows));
   const uint32_t push[] = {M, K, (uint32_t)row_size(wtype, K), x_stride, y_stride, g.x};
   const Arg args[] = {{w, false}, {x, false}, {y, true}};
@@ -100,7 +109,8 @@ void mul_mm(Recorder& rec, TensorType wtype, View w, View x, View y, uint32_t M,
   check_matmul("mul_mm", wtype, w, x, y, M, K, N, x_stride, y_stride);
   constexpr uint32_t kTile = 64;
   const uint32_t spec[] = {kTile, kTile};
-  const Pipeline& p = rec.device().pipeline(std::string("mul_mm_") + format_suffix(wtype), spec, 3, 24);
+  const Pipeline& p =
+      rec.device().pipeline(std::string("mul_mm_") + format_suffix(wtype), spec, 3, 24);
   const uint32_t push[] = {M, N, K, (uint32_t)row_size(wtype, K), x_stride, y_stride};
   const Arg args[] = {{w, false}, {x, false}, {y, true}};
   rec.dispatch(p, args, push, sizeof push, ceil_div(M, kTile), ceil_div(N, kTile));
@@ -155,20 +165,37 @@ void matmul(Recorder& rec, TensorType wtype, View w, View x, View y, uint32_t M,
 
 void flash_attn(Recorder& rec, const FlashAttnParams& a) {
   const char* op = "flash_attn";
-  require(a.kv_type == TensorType::F16 || a.kv_type == TensorType::Q8_0, op, "KV type must be F16 or Q8_0");
+  require(a.kv_type == TensorType::F16 || a.kv_type == TensorType::Q8_0, op,
+          "KV type must be F16 or Q8_0");
   require(a.head_dim % 32 == 0 && a.head_dim >= 32 && a.head_dim <= 1024, op,
           "head_dim " + std::to_string(a.head_dim) + " is not a multiple of 32 in [32, 1024]");
-  require(a.n_kv_head > 0 && a.n_head % a.n_kv_head == 0, op, "n_head is not a multiple of n_kv_head");
+  require(a.n_kv_head > 0 && a.n_head % a.n_kv_head == 0, op,
+          "n_head is not a multiple of n_kv_head");
   require(!a.q_group.buffer == !a.kv_group.buffer, op, "give both group arrays or neither");
   require(a.q_stride_head >= a.head_dim && a.out_stride_head >= a.head_dim, op, "head strides");
   if (a.n_q == 0 || a.n_head == 0) return;
-  require(a.n_q <= rec.device().info().max_workgroup_count[0], op, "too many queries for one dispatch");
-  require_view(a.q, ((size_t)(a.n_q - 1) * a.q_stride_token + (size_t)(a.n_head - 1) * a.q_stride_head + a.head_dim) * 4, op, "q");
-  require_view(a.out, ((size_t)(a.n_q - 1) * a.out_stride_token + (size_t)(a.n_head - 1) * a.out_stride_head + a.head_dim) * 4, op, "out");
+  require(a.n_q <= rec.device().info().max_workgroup_count[0], op,
+          "too many queries for one dispatch");
+  require_view(a.q,
+               ((size_t)(a.n_q - 1) * a.q_stride_token + (size_t)(a.n_head - 1) * a.q_stride_head +
+                a.head_dim) *
+                   4,
+               op, "q");
+  require_view(a.out,
+               ((size_t)(a.n_q - 1) * a.out_stride_token +
+                (size_t)(a.n_head - 1) * a.out_stride_head + a.head_dim) *
+                   4,
+               op, "out");
   const size_t row = row_size(a.kv_type, a.head_dim);
   if (a.n_kv) {
-    require_view(a.k, (size_t)(a.n_kv - 1) * a.k_stride_slot + (size_t)(a.n_kv_head - 1) * a.k_stride_head + row, op, "k");
-    require_view(a.v, (size_t)(a.n_kv - 1) * a.v_stride_slot + (size_t)(a.n_kv_head - 1) * a.v_stride_head + row, op, "v");
+    require_view(
+        a.k,
+        (size_t)(a.n_kv - 1) * a.k_stride_slot + (size_t)(a.n_kv_head - 1) * a.k_stride_head + row,
+        op, "k");
+    require_view(
+        a.v,
+        (size_t)(a.n_kv - 1) * a.v_stride_slot + (size_t)(a.n_kv_head - 1) * a.v_stride_head + row,
+        op, "v");
     require_view(a.kv_pos, (size_t)a.n_kv * 4, op, "kv_pos");
   }
   require_view(a.q_pos, (size_t)a.n_q * 4, op, "q_pos");
@@ -182,9 +209,21 @@ void flash_attn(Recorder& rec, const FlashAttnParams& a) {
     int32_t window;
     float scale;
     uint32_t has_groups;
-  } push{a.n_q, a.n_head, a.n_kv_head, a.n_kv, a.q_stride_token, a.q_stride_head,
-         a.out_stride_token, a.out_stride_head, a.k_stride_slot, a.k_stride_head,
-         a.v_stride_slot, a.v_stride_head, a.window, a.scale, a.q_group.buffer ? 1u : 0u};
+  } push{a.n_q,
+         a.n_head,
+         a.n_kv_head,
+         a.n_kv,
+         a.q_stride_token,
+         a.q_stride_head,
+         a.out_stride_token,
+         a.out_stride_head,
+         a.k_stride_slot,
+         a.k_stride_head,
+         a.v_stride_slot,
+         a.v_stride_head,
+         a.window,
+         a.scale,
+         a.q_group.buffer ? 1u : 0u};
   static_assert(sizeof push == 60);
   // Absent inputs (no cache yet, no groups) are bound to q_pos; the shader never reads them.
   const View d = a.q_pos;
@@ -320,9 +359,15 @@ static void binary(Recorder& rec, uint32_t op, View a, View b, View y, uint32_t 
   rec.dispatch(p, args, &push, sizeof push, g.x, g.y);
 }
 
-void add(Recorder& rec, View a, View b, View y, uint32_t n, uint32_t nb) { binary(rec, 0, a, b, y, n, nb, 0); }
-void mul(Recorder& rec, View a, View b, View y, uint32_t n, uint32_t nb) { binary(rec, 1, a, b, y, n, nb, 0); }
-void scale(Recorder& rec, View a, View y, uint32_t n, float s) { binary(rec, 2, a, View{}, y, n, n, s); }
+void add(Recorder& rec, View a, View b, View y, uint32_t n, uint32_t nb) {
+  binary(rec, 0, a, b, y, n, nb, 0);
+}
+void mul(Recorder& rec, View a, View b, View y, uint32_t n, uint32_t nb) {
+  binary(rec, 1, a, b, y, n, nb, 0);
+}
+void scale(Recorder& rec, View a, View y, uint32_t n, float s) {
+  binary(rec, 2, a, View{}, y, n, n, s);
+}
 
 void get_rows(Recorder& rec, TensorType t, View table, View ids, View y, uint32_t n_cols,
               uint32_t tokens, float multiplier) {
@@ -339,7 +384,8 @@ void get_rows(Recorder& rec, TensorType t, View table, View ids, View y, uint32_
     float multiplier;
   } push{n_cols, (uint32_t)row_size(t, n_cols), tokens, multiplier};
   const Arg args[] = {{table, false}, {ids, false}, {y, true}};
-  rec.dispatch(p, args, &push, sizeof push, std::min<uint32_t>(ceil_div(n_cols / 4 + 1, 64), 64), tokens);
+  rec.dispatch(p, args, &push, sizeof push, std::min<uint32_t>(ceil_div(n_cols / 4 + 1, 64), 64),
+               tokens);
 }
 
 }  // namespace qgemma::vk

@@ -44,10 +44,10 @@ void matmul(Recorder& rec, TensorType wtype, View w, View x, View y, uint32_t M,
 
 // ---- attention (kernels/attention/attention.h; same visibility rule and strides) ---------
 struct FlashAttnParams {
-  View q;  // f32
+  View q;                                          // f32
   uint32_t q_stride_token = 0, q_stride_head = 0;  // floats
-  View q_pos;            // int32 [n_q]
-  View q_group;          // int32 [n_q] or none
+  View q_pos;                                      // int32 [n_q]
+  View q_group;                                    // int32 [n_q] or none
   uint32_t n_q = 0, n_head = 0, n_kv_head = 0, head_dim = 0;
   TensorType kv_type = TensorType::F16;  // F16 or Q8_0, for both K and V
   View k, v;
@@ -57,7 +57,7 @@ struct FlashAttnParams {
   uint32_t n_kv = 0;
   int32_t window = 0;
   float scale = 1.0f;
-  View out;  // f32
+  View out;                                            // f32
   uint32_t out_stride_token = 0, out_stride_head = 0;  // floats
 };
 void flash_attn(Recorder& rec, const FlashAttnParams& a);

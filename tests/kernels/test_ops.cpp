@@ -35,8 +35,8 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& want,
   for (size_t i = 0; i < got.size() && failures < 5; ++i) {
     const double tol = rel * std::fabs(want[i]) + abs;
     if (!(std::fabs(double(got[i]) - want[i]) <= tol)) {
-      ADD_FAILURE() << what << " [" << i << "]: got " << got[i] << " want " << want[i]
-                    << " tol " << tol;
+      ADD_FAILURE() << what << " [" << i << "]: got " << got[i] << " want " << want[i] << " tol "
+                    << tol;
       ++failures;
     }
   }
@@ -78,7 +78,8 @@ TEST(Ops, RmsNormMatchesRef) {
   for (const Variant& v : variants()) {
     for (int64_t n : kSizes) {
       const auto x = randn(n, 1 + n, 2.0f, 0.5f), w = randn(n, 2 + n);
-      for (const float* wp : {static_cast<const float*>(w.data()), static_cast<const float*>(nullptr)}) {
+      for (const float* wp :
+           {static_cast<const float*>(w.data()), static_cast<const float*>(nullptr)}) {
         std::vector<float> want(n), got(n);
         rmsnorm_f32_ref(x.data(), wp, want.data(), n, 1e-6f);
         v.k->rmsnorm(x.data(), wp, got.data(), n, 1e-6f);
@@ -97,7 +98,8 @@ TEST(Ops, RmsNormHeadsMatchesRef) {
       const int64_t n = s.heads * s.dim;
       auto x = randn(n, 3 + n, 3.0f), w = randn(s.dim, 4 + n);
       for (int64_t h = 0; h < s.heads; ++h) x[h * s.dim] *= float(h + 1);  // distinct rms
-      for (const float* wp : {static_cast<const float*>(w.data()), static_cast<const float*>(nullptr)}) {
+      for (const float* wp :
+           {static_cast<const float*>(w.data()), static_cast<const float*>(nullptr)}) {
         std::vector<float> want(n), got(n), each(n);
         rmsnorm_heads_f32_ref(x.data(), wp, want.data(), s.heads, s.dim, 1e-6f);
         v.k->rmsnorm_heads(x.data(), wp, got.data(), s.heads, s.dim, 1e-6f);
@@ -233,8 +235,8 @@ TEST(Rope, VariantsMatchRef) {
     int64_t heads, dim, rot;
   };
   for (const Variant& v : variants()) {
-    for (Shape s : {Shape{16, 256, 128}, Shape{8, 256, 128}, Shape{16, 512, 64},
-                    Shape{1, 512, 64}, Shape{3, 34, 17}, Shape{2, 6, 2}}) {
+    for (Shape s : {Shape{16, 256, 128}, Shape{8, 256, 128}, Shape{16, 512, 64}, Shape{1, 512, 64},
+                    Shape{3, 34, 17}, Shape{2, 6, 2}}) {
       const int64_t half = s.dim / 2, n = s.heads * s.dim;
       std::vector<float> inv(half), c(half), sn(half), cr(half), sr(half);
       rope_inv_freq(inv.data(), half, 10000.0f, s.dim, s.rot, nullptr);

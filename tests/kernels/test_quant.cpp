@@ -26,16 +26,26 @@ TEST(TypeTraits, MatchLlamaCpp) {
   };
   // ggml-common.h / ggml.c type_traits: elements per block and bytes per block.
   const Want want[] = {
-      {TensorType::F32, "f32", 1, 4, true},        {TensorType::F16, "f16", 1, 2, true},
-      {TensorType::Q4_0, "q4_0", 32, 18, true},    {TensorType::Q4_1, "q4_1", 32, 20, false},
-      {TensorType::Q5_0, "q5_0", 32, 22, false},   {TensorType::Q5_1, "q5_1", 32, 24, false},
-      {TensorType::Q8_0, "q8_0", 32, 34, true},    {TensorType::Q8_1, "q8_1", 32, 36, false},
-      {TensorType::Q2_K, "q2_K", 256, 84, false},  {TensorType::Q3_K, "q3_K", 256, 110, false},
-      {TensorType::Q4_K, "q4_K", 256, 144, true},  {TensorType::Q5_K, "q5_K", 256, 176, false},
-      {TensorType::Q6_K, "q6_K", 256, 210, true},  {TensorType::Q8_K, "q8_K", 256, 292, true},
-      {TensorType::I8, "i8", 1, 1, false},         {TensorType::I16, "i16", 1, 2, false},
-      {TensorType::I32, "i32", 1, 4, false},       {TensorType::I64, "i64", 1, 8, false},
-      {TensorType::F64, "f64", 1, 8, false},       {TensorType::BF16, "bf16", 1, 2, true},
+      {TensorType::F32, "f32", 1, 4, true},
+      {TensorType::F16, "f16", 1, 2, true},
+      {TensorType::Q4_0, "q4_0", 32, 18, true},
+      {TensorType::Q4_1, "q4_1", 32, 20, false},
+      {TensorType::Q5_0, "q5_0", 32, 22, false},
+      {TensorType::Q5_1, "q5_1", 32, 24, false},
+      {TensorType::Q8_0, "q8_0", 32, 34, true},
+      {TensorType::Q8_1, "q8_1", 32, 36, false},
+      {TensorType::Q2_K, "q2_K", 256, 84, false},
+      {TensorType::Q3_K, "q3_K", 256, 110, false},
+      {TensorType::Q4_K, "q4_K", 256, 144, true},
+      {TensorType::Q5_K, "q5_K", 256, 176, false},
+      {TensorType::Q6_K, "q6_K", 256, 210, true},
+      {TensorType::Q8_K, "q8_K", 256, 292, true},
+      {TensorType::I8, "i8", 1, 1, false},
+      {TensorType::I16, "i16", 1, 2, false},
+      {TensorType::I32, "i32", 1, 4, false},
+      {TensorType::I64, "i64", 1, 8, false},
+      {TensorType::F64, "f64", 1, 8, false},
+      {TensorType::BF16, "bf16", 1, 2, true},
       {TensorType::Q4_0x8, "q4_0x8", 32, 144, false},
       {TensorType::Q8_0x8, "q8_0x8", 32, 272, false},
   };
@@ -80,21 +90,21 @@ TEST(F16, EdgeCases) {
   EXPECT_EQ(f32_to_f16(-0.0f), 0x8000);
   EXPECT_EQ(f32_to_f16(1.0f), 0x3C00);
   EXPECT_EQ(f32_to_f16(-2.0f), 0xC000);
-  EXPECT_EQ(f32_to_f16(65504.0f), 0x7BFF);                 // largest finite
-  EXPECT_EQ(f32_to_f16(65519.0f), 0x7BFF);                 // below the halfway point
-  EXPECT_EQ(f32_to_f16(65520.0f), 0x7C00);                 // halfway to 65536: even is inf
+  EXPECT_EQ(f32_to_f16(65504.0f), 0x7BFF);  // largest finite
+  EXPECT_EQ(f32_to_f16(65519.0f), 0x7BFF);  // below the halfway point
+  EXPECT_EQ(f32_to_f16(65520.0f), 0x7C00);  // halfway to 65536: even is inf
   EXPECT_EQ(f32_to_f16(1e10f), 0x7C00);
   EXPECT_EQ(f32_to_f16(-INFINITY), 0xFC00);
-  EXPECT_EQ(f32_to_f16(1.0f + 0x1p-11f), 0x3C00);          // tie -> even mantissa (0)
-  EXPECT_EQ(f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3C02);      // tie -> even mantissa (2)
+  EXPECT_EQ(f32_to_f16(1.0f + 0x1p-11f), 0x3C00);             // tie -> even mantissa (0)
+  EXPECT_EQ(f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3C02);         // tie -> even mantissa (2)
   EXPECT_EQ(f32_to_f16(1.0f + 0x1p-11f + 0x1p-20f), 0x3C01);  // just above the tie
-  EXPECT_EQ(f32_to_f16(0x1p-14f), 0x0400);                 // smallest normal
-  EXPECT_EQ(f32_to_f16(0x1p-24f), 0x0001);                 // smallest subnormal
-  EXPECT_EQ(f32_to_f16(0x1p-25f), 0x0000);                 // tie between 0 and 2^-24 -> 0
+  EXPECT_EQ(f32_to_f16(0x1p-14f), 0x0400);                    // smallest normal
+  EXPECT_EQ(f32_to_f16(0x1p-24f), 0x0001);                    // smallest subnormal
+  EXPECT_EQ(f32_to_f16(0x1p-25f), 0x0000);                    // tie between 0 and 2^-24 -> 0
   EXPECT_EQ(f32_to_f16(0x1p-25f * 1.0001f), 0x0001);
-  EXPECT_EQ(f32_to_f16(3 * 0x1p-25f), 0x0002);             // 1.5 ulp -> even (2)
-  EXPECT_EQ(f32_to_f16(1023 * 0x1p-24f), 0x03FF);          // largest subnormal
-  EXPECT_EQ(f32_to_f16(1023.5f * 0x1p-24f), 0x0400);       // rounds up into the normals
+  EXPECT_EQ(f32_to_f16(3 * 0x1p-25f), 0x0002);        // 1.5 ulp -> even (2)
+  EXPECT_EQ(f32_to_f16(1023 * 0x1p-24f), 0x03FF);     // largest subnormal
+  EXPECT_EQ(f32_to_f16(1023.5f * 0x1p-24f), 0x0400);  // rounds up into the normals
   EXPECT_EQ(f32_to_f16(-0x1p-24f), 0x8001);
   EXPECT_EQ(f32_to_f16(1e-30f), 0x0000);
   const f16_bits qnan = f32_to_f16(std::numeric_limits<float>::quiet_NaN());
@@ -214,12 +224,13 @@ TEST(KnownAnswer, Q4_K) {
   // Bytes 0-3: sc[0..3] | top two bits of sc[4..7] << 6.
   // Bytes 4-7: m[0..3]  | top two bits of m[4..7] << 6.
   // Bytes 8-11: low 4 bits of sc[4..7] | low 4 bits of m[4..7] << 4.
-  const uint8_t scales[12] = {0x41, 0x82, 0xC3, 0xC4, 0x45, 0x86, 0xC7, 0x08,
-                              0x41, 0x81, 0xF2, 0x1F};
+  const uint8_t scales[12] = {0x41, 0x82, 0xC3, 0xC4, 0x45, 0x86,
+                              0xC7, 0x08, 0x41, 0x81, 0xF2, 0x1F};
   std::memcpy(b.scales, scales, 12);
   // 32 bytes per 64 values: low nibbles -> sub-block 2g, high nibbles -> sub-block 2g+1.
   for (int g = 0; g < 4; ++g) {
-    for (int l = 0; l < 32; ++l) b.qs[32 * g + l] = static_cast<uint8_t>((l & 15) | ((15 - (l & 15)) << 4));
+    for (int l = 0; l < 32; ++l)
+      b.qs[32 * g + l] = static_cast<uint8_t>((l & 15) | ((15 - (l & 15)) << 4));
   }
   float y[256];
   dequantize_row_q4_K(&b, y, 256);

@@ -181,7 +181,8 @@ TEST(VulkanMatmul, IntegerDotPathMatchesMatmulRef) {
       EXPECT_EQ(rec.barriers(), 1u);
 
       std::vector<block_q8_0> xq_cpu((size_t)N * K / 32);
-      for (uint32_t n = 0; n < N; ++n) quantize_row_q8_0_ref(x.data() + (size_t)n * K, xq_cpu.data() + (size_t)n * K / 32, K);
+      for (uint32_t n = 0; n < N; ++n)
+        quantize_row_q8_0_ref(x.data() + (size_t)n * K, xq_cpu.data() + (size_t)n * K / 32, K);
       std::vector<float> ref((size_t)N * M);
       MatmulArgs a;
       a.w = w.bytes.data();
