@@ -20,14 +20,15 @@ endfunction()
 # Weight formats of the matrix shaders (code differs per format: block layout and dequantize).
 set(QGEMMA_WEIGHT_VARIANTS
   q4_0 "WTYPE_Q4_0" q8_0 "WTYPE_Q8_0" q4_k "WTYPE_Q4_K" q6_k "WTYPE_Q6_K"
-  f16 "WTYPE_F16" bf16 "WTYPE_BF16")
+  f16 "WTYPE_F16" bf16 "WTYPE_BF16" f32 "WTYPE_F32")
 qgemma_shader_variants(mul_mat_vec ${QGEMMA_WEIGHT_VARIANTS})
 qgemma_shader_variants(mul_mm ${QGEMMA_WEIGHT_VARIANTS})
 # Integer dot products (SPV_KHR_integer_dot_product) against Q8 activations.
 qgemma_shader_variants(mul_mat_vec_q8 q4_0 "WTYPE_Q4_0" q8_0 "WTYPE_Q8_0")
-qgemma_shader_variants(get_rows ${QGEMMA_WEIGHT_VARIANTS} f32 "WTYPE_F32")
+qgemma_shader_variants(get_rows ${QGEMMA_WEIGHT_VARIANTS})
 # KV cache formats of flash attention.
 qgemma_shader_variants(flash_attn f16 "KV_F16" q8_0 "KV_Q8_0")
+qgemma_shader_variants(kv_store f16 "KV_F16" q8_0 "KV_Q8_0")
 
 function(qgemma_add_shaders target)
   file(GLOB comps CONFIGURE_DEPENDS ${QGEMMA_SHADER_DIR}/*.comp)

@@ -38,8 +38,7 @@ struct ChatOptions {
 
 // The whole conversation as one prompt. Throws qgemma::Error for an unknown role or a system
 // message that is not first.
-std::string format_gemma4_chat(std::span<const ChatMessage> messages,
-                               const ChatOptions& opts = {});
+std::string format_gemma4_chat(std::span<const ChatMessage> messages, const ChatOptions& opts = {});
 
 // What `qgemma chat` feeds after the model's reply to continue the conversation with one more
 // user message and open the next model turn. `reply_closed` says whether the <turn|> that ended

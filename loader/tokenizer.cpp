@@ -88,28 +88,46 @@ int parse_byte_token(std::string_view s) {
 
 std::string_view value_type_name(GgufValueType t) {
   switch (t) {
-    case GgufValueType::UINT8: return "uint8";
-    case GgufValueType::INT8: return "int8";
-    case GgufValueType::UINT16: return "uint16";
-    case GgufValueType::INT16: return "int16";
-    case GgufValueType::UINT32: return "uint32";
-    case GgufValueType::INT32: return "int32";
-    case GgufValueType::FLOAT32: return "float32";
-    case GgufValueType::BOOL: return "bool";
-    case GgufValueType::STRING: return "string";
-    case GgufValueType::ARRAY: return "array";
-    case GgufValueType::UINT64: return "uint64";
-    case GgufValueType::INT64: return "int64";
-    case GgufValueType::FLOAT64: return "float64";
+    case GgufValueType::UINT8:
+      return "uint8";
+    case GgufValueType::INT8:
+      return "int8";
+    case GgufValueType::UINT16:
+      return "uint16";
+    case GgufValueType::INT16:
+      return "int16";
+    case GgufValueType::UINT32:
+      return "uint32";
+    case GgufValueType::INT32:
+      return "int32";
+    case GgufValueType::FLOAT32:
+      return "float32";
+    case GgufValueType::BOOL:
+      return "bool";
+    case GgufValueType::STRING:
+      return "string";
+    case GgufValueType::ARRAY:
+      return "array";
+    case GgufValueType::UINT64:
+      return "uint64";
+    case GgufValueType::INT64:
+      return "int64";
+    case GgufValueType::FLOAT64:
+      return "float64";
   }
   return "unknown";
 }
 
 bool is_int_type(GgufValueType t) {
   switch (t) {
-    case GgufValueType::UINT8: case GgufValueType::INT8: case GgufValueType::UINT16:
-    case GgufValueType::INT16: case GgufValueType::UINT32: case GgufValueType::INT32:
-    case GgufValueType::UINT64: case GgufValueType::INT64:
+    case GgufValueType::UINT8:
+    case GgufValueType::INT8:
+    case GgufValueType::UINT16:
+    case GgufValueType::INT16:
+    case GgufValueType::UINT32:
+    case GgufValueType::INT32:
+    case GgufValueType::UINT64:
+    case GgufValueType::INT64:
       return true;
     default:
       return false;
@@ -268,8 +286,8 @@ bool Tokenizer::is_stop(int32_t id) const {
 void Tokenizer::add_merge(int32_t left, int32_t right, int32_t rank) {
   const int32_t result = lookup(tokens_[left] + tokens_[right]);
   if (result < 0) return;  // can never apply: the merged string is not a token
-  const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) |
-                       static_cast<uint32_t>(right);
+  const uint64_t key =
+      (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
   if (merges_.emplace(key, MergeInfo{rank, result}).second) merge_list_.emplace_back(left, right);
 }
 
@@ -313,14 +331,14 @@ void Tokenizer::finish_init(const std::string& source) {
     if (t.size() == 1 && static_cast<uint8_t>(t[0]) < 128) ascii_ids_[t[0]] = lookup(t);
     for (size_t k = t.find(kSpaceEscape, 1); k != std::string::npos;
          k = t.find(kSpaceEscape, k + 1)) {
-      if (k < kSpaceEscape.size() || t.compare(k - kSpaceEscape.size(), kSpaceEscape.size(),
-                                               kSpaceEscape) != 0) {
+      if (k < kSpaceEscape.size() ||
+          t.compare(k - kSpaceEscape.size(), kSpaceEscape.size(), kSpaceEscape) != 0) {
         inner_space_tokens_.emplace_back(t, k);
       }
     }
   }
-  for (int32_t& id : {std::ref(bos_id_), std::ref(eos_id_), std::ref(unk_id_),
-                      std::ref(pad_id_), std::ref(eot_id_)}) {
+  for (int32_t& id : {std::ref(bos_id_), std::ref(eos_id_), std::ref(unk_id_), std::ref(pad_id_),
+                      std::ref(eot_id_)}) {
     if (id >= static_cast<int32_t>(n)) {
       throw Error(source + ": special token id " + std::to_string(id) + " >= vocabulary size " +
                   std::to_string(n));
@@ -331,8 +349,8 @@ void Tokenizer::finish_init(const std::string& source) {
     if (eot_id_ < 0) eot_id_ = lookup("<end_of_turn>");
   }
   stop_ids_.clear();
-  for (const int32_t id : {eos_id_, eot_id_, lookup("<eos>"), lookup("<turn|>"),
-                           lookup("<end_of_turn>")}) {
+  for (const int32_t id :
+       {eos_id_, eot_id_, lookup("<eos>"), lookup("<turn|>"), lookup("<end_of_turn>")}) {
     if (id >= 0 && !is_stop(id)) stop_ids_.push_back(id);
   }
 }
@@ -341,8 +359,7 @@ void Tokenizer::finish_init(const std::string& source) {
 // Loading from GGUF metadata (llama.cpp's keys)
 
 Tokenizer Tokenizer::from_gguf(const GgufFile& file) {
-  return from_gguf_metadata([&file](std::string_view key) { return file.find(key); },
-                            file.path());
+  return from_gguf_metadata([&file](std::string_view key) { return file.find(key); }, file.path());
 }
 
 Tokenizer Tokenizer::from_gguf_metadata(const MetadataLookup& find, const std::string& source) {
@@ -372,15 +389,14 @@ Tokenizer Tokenizer::from_gguf_metadata(const MetadataLookup& find, const std::s
   if (const GgufValue* v = meta.find("tokenizer.ggml.scores")) {
     const auto& a = meta.array(
         "tokenizer.ggml.scores", *v,
-        [](GgufValueType e) {
-          return e == GgufValueType::FLOAT32 || e == GgufValueType::FLOAT64;
-        },
+        [](GgufValueType e) { return e == GgufValueType::FLOAT32 || e == GgufValueType::FLOAT64; },
         "floats");
     if (a.items.size() != n) {
       meta.fail("tokenizer.ggml.scores", "has " + std::to_string(a.items.size()) +
                                              " entries, expected " + std::to_string(n));
     }
-    for (size_t i = 0; i < n; ++i) t.scores_[i] = static_cast<float>(std::get<double>(a.items[i].v));
+    for (size_t i = 0; i < n; ++i)
+      t.scores_[i] = static_cast<float>(std::get<double>(a.items[i].v));
   }
   t.types_.assign(n, TokenType::kNormal);
   if (const GgufValue* v = meta.find("tokenizer.ggml.token_type")) {
@@ -429,8 +445,8 @@ Tokenizer Tokenizer::from_gguf_metadata(const MetadataLookup& find, const std::s
   t.finish_init(source);
   if (merges) {
     const auto& a = meta.array(
-        "tokenizer.ggml.merges", *merges, [](GgufValueType e) { return e == GgufValueType::STRING; },
-        "strings");
+        "tokenizer.ggml.merges", *merges,
+        [](GgufValueType e) { return e == GgufValueType::STRING; }, "strings");
     t.merges_.reserve(a.items.size());
     t.merge_list_.reserve(a.items.size());
     for (size_t i = 0; i < a.items.size(); ++i) {
@@ -499,9 +515,9 @@ Tokenizer Tokenizer::from_tokenizer_json_text(std::string_view text, const std::
       if (id < 0 || id >= n) continue;  // no embedding row for it: dropped (see header)
       t.tokens_[id] = a.at("content").get<std::string>();
       const bool special = a.value("special", false);
-      t.types_[id] = !special                 ? TokenType::kUserDefined
-                     : t.tokens_[id] == unk   ? TokenType::kUnknown
-                                              : TokenType::kControl;
+      t.types_[id] = !special               ? TokenType::kUserDefined
+                     : t.tokens_[id] == unk ? TokenType::kUnknown
+                                            : TokenType::kControl;
       if (special) t.scores_[id] = -1000.0f;  // as llama.cpp's converter writes them
     }
     t.ignore_merges_ = model.value("ignore_merges", false);
@@ -612,8 +628,8 @@ std::vector<GgufKV> Tokenizer::gguf_metadata() const {
   // that. Anything else cannot be expressed with llama.cpp's keys.
   const bool escape_only = normalize_.size() == 1 && normalize_[0].kind == NormalizeOp::kReplace &&
                            normalize_[0].from == " " && normalize_[0].to == kSpaceEscape;
-  const bool splits_ok = std::all_of(split_.begin(), split_.end(),
-                                     [](const SplitOp& s) { return s.pattern == " "; });
+  const bool splits_ok =
+      std::all_of(split_.begin(), split_.end(), [](const SplitOp& s) { return s.pattern == " "; });
   if (!escape_only || !splits_ok || ignore_merges_) {
     throw Error("tokenizer: this normalizer/pre-tokenizer cannot be written as GGUF metadata");
   }
@@ -636,7 +652,8 @@ std::vector<GgufKV> Tokenizer::gguf_metadata() const {
   if (ranks) {
     std::vector<GgufValue> merges;
     merges.reserve(merge_list_.size());
-    for (const auto& [l, r] : merge_list_) merges.push_back(gv_string(tokens_[l] + " " + tokens_[r]));
+    for (const auto& [l, r] : merge_list_)
+      merges.push_back(gv_string(tokens_[l] + " " + tokens_[r]));
     kv.push_back({"tokenizer.ggml.merges", gv_array(GgufValueType::STRING, std::move(merges))});
   }
   const std::pair<const char*, int32_t> ids[] = {
@@ -856,8 +873,8 @@ void Tokenizer::bpe_segment(std::string_view piece, std::vector<int32_t>& out) c
     queue.pop();
     Symbol& a = sym[c.left];
     Symbol& b = sym[c.right];
-    if (a.len == 0 || b.len == 0 || a.next != c.right || a.id != c.left_id ||
-        b.id != c.right_id || a.len + b.len != c.len) {
+    if (a.len == 0 || b.len == 0 || a.next != c.right || a.id != c.left_id || b.id != c.right_id ||
+        a.len + b.len != c.len) {
       continue;  // stale: one side changed since this candidate was queued
     }
     a.id = c.result;

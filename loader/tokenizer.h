@@ -126,11 +126,11 @@ class Tokenizer {
   std::vector<float> scores_;
   std::vector<TokenType> types_;
   std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> token_to_id_;
-  std::unordered_map<uint64_t, MergeInfo> merges_;     // (left id << 32 | right id) -> merge
+  std::unordered_map<uint64_t, MergeInfo> merges_;       // (left id << 32 | right id) -> merge
   std::vector<std::pair<int32_t, int32_t>> merge_list_;  // by rank, for gguf_metadata()
-  std::array<int32_t, 256> byte_ids_{};                 // byte -> <0xNN> id, -1 when absent
-  std::array<int32_t, 128> ascii_ids_{};                // single ASCII char -> id, -1 absent
-  std::vector<int16_t> byte_value_;                     // id -> byte of a byte token, or -1
+  std::array<int32_t, 256> byte_ids_{};                  // byte -> <0xNN> id, -1 when absent
+  std::array<int32_t, 128> ascii_ids_{};                 // single ASCII char -> id, -1 absent
+  std::vector<int16_t> byte_value_;                      // id -> byte of a byte token, or -1
   std::unique_ptr<SpecialTrie> special_;
   // Tokens with a '▁' right after another character (Gemma 3: only ">▁</"), with the byte offset
   // of that '▁'. Elsewhere a piece can be cut before a '▁' without changing the result.

@@ -32,16 +32,28 @@ float block_max(const float* p, size_t n) {
 }  // namespace
 
 int32_t argmax(std::span<const float> values) {
-  if (values.empty()) return -1;
-  const float m = block_max(values.data(), values.size());
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (values[i] == m) return static_cast<int32_t>(i);
+  const size_t n = values.size();
+  if (n == 0) return -1;
+  // One pass over block maxima (the first block holding the maximum wins ties), then a scan of
+  // that block for the first index holding it.
+  constexpr size_t kBlock = 64;
+  float best = values[0];
+  size_t best_block = 0;
+  for (size_t b = 0; b < n; b += kBlock) {
+    const float m = block_max(values.data() + b, std::min(kBlock, n - b));
+    if (m > best) {
+      best = m;
+      best_block = b;
+    }
   }
-  size_t best = 0;  // only with NaNs: the first largest non-NaN value
-  for (size_t i = 1; i < values.size(); ++i) {
-    if (values[i] > values[best] || values[best] != values[best]) best = i;
+  for (size_t i = best_block; i < std::min(n, best_block + kBlock); ++i) {
+    if (values[i] == best) return static_cast<int32_t>(i);
   }
-  return static_cast<int32_t>(best);
+  size_t first = 0;  // only with NaNs: the first largest non-NaN value
+  for (size_t i = 1; i < n; ++i) {
+    if (values[i] > values[first] || values[first] != values[first]) first = i;
+  }
+  return static_cast<int32_t>(first);
 }
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
@@ -119,40 +131,46 @@ std::vector<TokenProb> Sampler::distribution(std::span<const float> logits) cons
     cand.resize(n);
     for (size_t i = 0; i < n; ++i) cand[i] = {static_cast<int32_t>(i), row[i]};
   }
-  std::sort(cand.begin(), cand.end(), better);
-
-  // Temperature + softmax over the candidates (in double: 262,144 terms).
+  // Temperature + softmax weights, relative to the best token: `p` becomes exp((l - max) / T).
+  const float max_logit =
+      k < n ? std::max_element(cand.begin(), cand.end(), [](auto& x, auto& y) { return x.p < y.p; })
+                  ->p
+            : block_max(row.data(), n);
   const double inv_t = 1.0 / params_.temperature;
-  const double max_logit = cand[0].p;
-  std::vector<double> w(cand.size());
-  double sum = 0.0;
-  for (size_t i = 0; i < cand.size(); ++i) {
-    w[i] = std::exp((cand[i].p - max_logit) * inv_t);
-    sum += w[i];
+  double sum = 0.0;  // over the top-k set: top-p's normalization
+  for (TokenProb& c : cand) {
+    c.p = static_cast<float>(std::exp((c.p - max_logit) * inv_t));
+    sum += c.p;
   }
-  size_t keep = cand.size();
-  // Top-p: the smallest prefix whose probability reaches top_p.
-  if (params_.top_p < 1.0f) {
-    double cum = 0.0;
-    for (size_t i = 0; i < keep; ++i) {
-      cum += w[i] / sum;
-      if (cum >= params_.top_p) {
+  // Min-p: at least min_p times as likely as the best token (weight 1). Applying it before top-p
+  // gives the same set: both keep a prefix of the sorted candidates.
+  if (params_.min_p > 0.0f) {
+    std::erase_if(cand, [&](const TokenProb& c) { return c.p < params_.min_p; });
+  }
+  // Top-p: the smallest prefix, by decreasing probability, whose mass reaches top_p. Only that
+  // prefix needs sorting: grow a sorted head (nth_element + sort) until it holds the mass.
+  const double target = params_.top_p < 1.0f ? params_.top_p * sum : HUGE_VAL;
+  size_t keep = cand.size(), sorted = 0, head = std::min<size_t>(cand.size(), 1024);
+  double cum = 0.0;
+  for (size_t i = 0; keep == cand.size();) {
+    if (head < cand.size())
+      std::nth_element(cand.begin() + sorted, cand.begin() + head, cand.end(), better);
+    std::sort(cand.begin() + sorted, cand.begin() + head, better);
+    sorted = head;
+    for (; i < head; ++i) {
+      cum += cand[i].p;
+      if (cum >= target) {
         keep = i + 1;
         break;
       }
     }
+    if (head == cand.size()) break;
+    head = std::min(cand.size(), head * 8);
   }
-  // Min-p: tokens at least min_p times as likely as the best one.
-  if (params_.min_p > 0.0f) {
-    const double threshold = params_.min_p * w[0];
-    size_t m = 1;
-    while (m < keep && w[m] >= threshold) ++m;
-    keep = m;
-  }
-  double kept_sum = 0.0;
-  for (size_t i = 0; i < keep; ++i) kept_sum += w[i];
   cand.resize(keep);
-  for (size_t i = 0; i < keep; ++i) cand[i].p = static_cast<float>(w[i] / kept_sum);
+  double kept = 0.0;
+  for (const TokenProb& c : cand) kept += c.p;
+  for (TokenProb& c : cand) c.p = static_cast<float>(c.p / kept);
   return cand;
 }
 

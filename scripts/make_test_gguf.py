@@ -194,7 +194,7 @@ def metadata(n_vocab, alignment):
 
     special = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "[multimodal]"]
     tokens = special + ["<0x%02X>" % b for b in range(256)]
-    tokens += ["tok_%d" % i for i in range(n_vocab - len(tokens))]
+    tokens += ["tok_%d" % i for i in range(len(tokens), n_vocab)]
     tokens = tokens[:n_vocab]
     scores = -np.arange(1, n_vocab + 1, dtype=np.float32)
     # llama.cpp token types: 1 normal, 3 control, 6 byte

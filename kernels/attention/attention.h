@@ -26,6 +26,10 @@
 //   k_stride_slot = row bytes, k_stride_head = capacity * row bytes; slot-major
 //   ([slot][kv_head][head_dim]) works as well.
 //
+// The SIMD kernels keep their state on the stack (about 200 KiB per call: the accumulators of
+// 16 rows and two blocks of dequantized Q8_0 rows at head_dim 1024); default thread stacks
+// (8 MiB) are plenty.
+//
 // Work splitting (the caller's threads): flash_attn() computes queries [q0, q1) x query heads
 // [h0, h1). Reading the cache is the cost, so give one thread all the query heads of a KV head
 // (the kernels process the heads of one group together and read each K/V row once for them).
@@ -48,8 +52,8 @@ constexpr int kFlashAttnMaxHeadDim = 1024;
 struct FlashAttnArgs {
   // Queries: n_q tokens x n_head heads x head_dim, f32.
   const float* q = nullptr;
-  int64_t q_stride_token = 0;  // floats between tokens (usually n_head * head_dim)
-  int64_t q_stride_head = 0;   // floats between heads (usually head_dim)
+  int64_t q_stride_token = 0;        // floats between tokens (usually n_head * head_dim)
+  int64_t q_stride_head = 0;         // floats between heads (usually head_dim)
   const int32_t* q_pos = nullptr;    // [n_q] position of each query token
   const int32_t* q_group = nullptr;  // [n_q] bidirectional group id or -1; nullptr = none
   int n_q = 0;
@@ -64,7 +68,7 @@ struct FlashAttnArgs {
   const void* v = nullptr;
   size_t k_stride_slot = 0, k_stride_head = 0;  // bytes
   size_t v_stride_slot = 0, v_stride_head = 0;  // bytes
-  const int32_t* kv_pos = nullptr;    // [n_kv] position held by each slot, -1 = empty
+  const int32_t* kv_pos = nullptr;              // [n_kv] position held by each slot, -1 = empty
   const int32_t* kv_group = nullptr;  // [n_kv] bidirectional group id or -1; nullptr = none
   int64_t n_kv = 0;
 
@@ -117,8 +121,8 @@ void flash_attn_partial_ref(const FlashAttnArgs& a, int q0, int q1, int h0, int 
                             int64_t kv1, float* partial);
 void flash_attn_partial_avx2(const FlashAttnArgs& a, int q0, int q1, int h0, int h1, int64_t kv0,
                              int64_t kv1, float* partial);
-void flash_attn_partial_avx512(const FlashAttnArgs& a, int q0, int q1, int h0, int h1,
-                               int64_t kv0, int64_t kv1, float* partial);
+void flash_attn_partial_avx512(const FlashAttnArgs& a, int q0, int q1, int h0, int h1, int64_t kv0,
+                               int64_t kv1, float* partial);
 void flash_attn_partial_neon(const FlashAttnArgs& a, int q0, int q1, int h0, int h1, int64_t kv0,
                              int64_t kv1, float* partial);
 // Full-range entry points of the optimized variants (out written directly, no partial buffer).

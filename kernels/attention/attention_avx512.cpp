@@ -14,7 +14,7 @@ namespace {
 struct Avx512 {
   using arch = xsimd::avx512bw;
   static constexpr int kQkRows = 4, kQkSlots = 4;  // 16 zmm accumulators
-  static constexpr int kPvRows = 4, kPvVecs = 4;   // 8 rows x 32 floats
+  static constexpr int kPvRows = 8, kPvVecs = 2;   // 8 rows x 32 floats
 
   static xsimd::batch<float, arch> load_f16(const f16_bits* x) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
@@ -32,7 +32,8 @@ struct Avx512 {
     }
     const __m512 u0 = _mm512_add_ps(_mm512_unpacklo_ps(t[0], t[1]), _mm512_unpackhi_ps(t[0], t[1]));
     const __m512 u1 = _mm512_add_ps(_mm512_unpacklo_ps(t[2], t[3]), _mm512_unpackhi_ps(t[2], t[3]));
-    const __m512 v = _mm512_add_ps(_mm512_shuffle_ps(u0, u1, 0x44), _mm512_shuffle_ps(u0, u1, 0xEE));
+    const __m512 v =
+        _mm512_add_ps(_mm512_shuffle_ps(u0, u1, 0x44), _mm512_shuffle_ps(u0, u1, 0xEE));
     // Lane 4k + i of v holds the sum of x_(i + {0, 8, 4, 12}[k]); put sum j in lane j.
     const __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15);
     _mm512_storeu_ps(y, _mm512_permutexvar_ps(idx, v));
@@ -56,8 +57,8 @@ void flash_attn_avx512(const FlashAttnArgs& a, int q0, int q1, int h0, int h1) {
   FlashAttnSimd<Avx512>::full(a, q0, q1, h0, h1);
 }
 
-void flash_attn_partial_avx512(const FlashAttnArgs& a, int q0, int q1, int h0, int h1,
-                               int64_t kv0, int64_t kv1, float* partial) {
+void flash_attn_partial_avx512(const FlashAttnArgs& a, int q0, int q1, int h0, int h1, int64_t kv0,
+                               int64_t kv1, float* partial) {
   FlashAttnSimd<Avx512>::partial(a, q0, q1, h0, h1, kv0, kv1, partial);
 }
 

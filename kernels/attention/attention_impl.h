@@ -21,21 +21,20 @@
 // cache lines per tile, so memory streams while the block computes.
 #pragma once
 
-#include <xsimd/xsimd.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <xsimd/xsimd.hpp>
 
 #include "kernels/attention/attention.h"
 
 namespace qgemma {
 namespace {
 
-constexpr int kRows = 16;  // rows (query, head) per chunk
-constexpr int kBlock = 16; // visible slots per block
+constexpr int kRows = 16;   // rows (query, head) per chunk
+constexpr int kBlock = 16;  // visible slots per block
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 template <class T>
@@ -47,23 +46,23 @@ struct FlashAttnSimd {
 
   // The rows of one chunk and their running softmax state.
   struct Chunk {
-    int n = 0;                   // rows
-    int nq = 0;                  // distinct queries among them
-    const float* q[kRows];       // query vector of each row
-    int qu[kRows];               // distinct-query index of each row
-    int qabs[kRows];             // query index of each distinct query
-    int qi[kRows], h[kRows];     // query index and head of each row
-    float m[kRows], l[kRows];    // running max and sum of exponentials
+    int n = 0;                 // rows
+    int nq = 0;                // distinct queries among them
+    const float* q[kRows];     // query vector of each row
+    int qu[kRows];             // distinct-query index of each row
+    int qabs[kRows];           // query index of each distinct query
+    int qi[kRows], h[kRows];   // query index and head of each row
+    float m[kRows], l[kRows];  // running max and sum of exponentials
   };
 
   // Per-thread scratch on the stack (the kernel contract forbids allocation).
   struct Scratch {
-    alignas(64) float acc[kRows * kFlashAttnMaxHeadDim];   // [row][head_dim]
-    alignas(64) float kt[kBlock * kFlashAttnMaxHeadDim];   // Q8_0 K rows of the block, f32
-    alignas(64) float vt[kBlock * kFlashAttnMaxHeadDim];   // Q8_0 V rows of the block, f32
-    alignas(64) float sc[kRows * kBlock];                  // scores, then probabilities
-    alignas(64) float bias[kRows * kBlock];                // 0 or -inf per (distinct query, slot)
-    alignas(64) float msub[kRows * kBlock];                // row max broadcast per score
+    alignas(64) float acc[kRows * kFlashAttnMaxHeadDim];  // [row][head_dim]
+    alignas(64) float kt[kBlock * kFlashAttnMaxHeadDim];  // Q8_0 K rows of the block, f32
+    alignas(64) float vt[kBlock * kFlashAttnMaxHeadDim];  // Q8_0 V rows of the block, f32
+    alignas(64) float sc[kRows * kBlock];                 // scores, then probabilities
+    alignas(64) float bias[kRows * kBlock];               // 0 or -inf per (distinct query, slot)
+    alignas(64) float msub[kRows * kBlock];               // row max broadcast per score
     int64_t slot[kBlock];
   };
 
@@ -369,7 +368,8 @@ struct FlashAttnSimd {
         float* o = a.out + c.qi[r] * a.out_stride_token + c.h[r] * a.out_stride_head;
         const B inv(c.l[r] > 0.0f ? 1.0f / c.l[r] : 0.0f);
         const float* acc = w.acc + r * a.head_dim;
-        for (int k = 0; k < a.head_dim; k += W) (B::load_aligned(acc + k) * inv).store_unaligned(o + k);
+        for (int k = 0; k < a.head_dim; k += W)
+          (B::load_aligned(acc + k) * inv).store_unaligned(o + k);
       }
     });
   }

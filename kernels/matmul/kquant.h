@@ -46,6 +46,17 @@ static inline void q4_k_scales_mins(const uint8_t* s, uint64_t* scales, uint64_t
   *mins = uint64_t{mn_lo} | uint64_t{mn_hi} << 32;
 }
 
+// Software prefetch of the weight bytes kPrefetchBytes ahead of block `blk` (into all cache
+// levels), one per 64-byte line. GEMV streams each weight row once; the hardware prefetchers stop
+// at 4 KiB page boundaries, and measured on this machine the prefetch raised cold-weight GEMV
+// throughput ~1.4x (distances 4-8 KiB were best). Past the end of the matrix it is harmless.
+constexpr int64_t kPrefetchBytes = 4096;
+template <typename Block>
+static inline void prefetch_ahead(const Block* blk) {
+  const char* p = reinterpret_cast<const char*>(blk) + kPrefetchBytes;
+  for (size_t off = 0; off < sizeof(Block); off += 64) __builtin_prefetch(p + off, 0, 3);
+}
+
 // Calls Rows<rb>::run(args...) for a run-time rb in [1, Max].
 template <template <int> class Rows, int Max, int RB = 1, typename... Args>
 static inline void run_rows(int64_t rb, Args... args) {

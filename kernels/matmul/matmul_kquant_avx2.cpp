@@ -15,6 +15,7 @@ namespace qgemma {
 namespace {
 
 using kquant_detail::kquant_matmul;
+using kquant_detail::prefetch_ahead;
 using kquant_detail::q4_k_scales_mins;
 
 constexpr int kTileRows = 4;  // activation rows per pass (16 ymm registers)
@@ -38,6 +39,7 @@ void q4_k_rows(const block_q4_K* w, const uint8_t* x, size_t ldx, int64_t nb, fl
   __m256 acc[RB];
   for (int r = 0; r < RB; ++r) acc[r] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
+    prefetch_ahead(w + b);
     uint64_t sc, mn;
     q4_k_scales_mins(w[b].scales, &sc, &mn);
     // [sc0..sc7 | sc0..sc7] as int16; vpshufb picks sub-block j's scale into every lane.
@@ -85,6 +87,7 @@ void q6_k_rows(const block_q6_K* w, const uint8_t* x, size_t ldx, int64_t nb, fl
   __m256 acc[RB];
   for (int r = 0; r < RB; ++r) acc[r] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
+    prefetch_ahead(w + b);
     const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].scales));
     __m256i isum[RB];
     for (int h = 0; h < 2; ++h) {

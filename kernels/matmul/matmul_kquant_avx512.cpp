@@ -27,6 +27,7 @@ namespace qgemma {
 namespace {
 
 using kquant_detail::kquant_matmul;
+using kquant_detail::prefetch_ahead;
 using kquant_detail::q4_k_scales_mins;
 
 constexpr int kTileRows = 8;  // activation rows per pass (32 zmm registers)
@@ -51,6 +52,7 @@ void q4_k_rows(const block_q4_K* w, const uint8_t* x, size_t ldx, int64_t nb, fl
   __m512 acc[RB];
   for (int r = 0; r < RB; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
+    prefetch_ahead(w + b);
     uint64_t sc, mn;
     q4_k_scales_mins(w[b].scales, &sc, &mn);
     const __m512i scales = _mm512_zextsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc)));
@@ -106,6 +108,7 @@ void q6_k_rows(const block_q6_K* w, const uint8_t* x, size_t ldx, int64_t nb, fl
   __m512 acc[RB];
   for (int r = 0; r < RB; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
+    prefetch_ahead(w + b);
     const __m256i sc16 =
         _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].scales)));
     const __m512i scales = _mm512_zextsi256_si512(sc16);

@@ -16,6 +16,7 @@ namespace qgemma {
 namespace {
 
 using kquant_detail::kquant_matmul;
+using kquant_detail::prefetch_ahead;
 using kquant_detail::q4_k_scales_mins;
 
 constexpr int kTileRows = 4;
@@ -34,6 +35,7 @@ void q4_k_rows(const block_q4_K* w, const uint8_t* x, size_t ldx, int64_t nb, fl
   const uint8x16_t m4 = vdupq_n_u8(0x0f);
   float acc[RB] = {};
   for (int64_t b = 0; b < nb; ++b) {
+    prefetch_ahead(w + b);
     uint64_t sc64, mn64;
     q4_k_scales_mins(w[b].scales, &sc64, &mn64);
     uint8_t sc[8];
@@ -83,6 +85,7 @@ void q6_k_rows(const block_q6_K* w, const uint8_t* x, size_t ldx, int64_t nb, fl
   const int8x16_t k32 = vdupq_n_s8(32);
   float acc[RB] = {};
   for (int64_t b = 0; b < nb; ++b) {
+    prefetch_ahead(w + b);
     const int8_t* sc = w[b].scales;
     int32x4_t isum[RB];
     for (int r = 0; r < RB; ++r) isum[r] = vdupq_n_s32(0);

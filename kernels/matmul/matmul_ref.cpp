@@ -1,5 +1,5 @@
-// Scalar references of the matmul for Q4_0, Q8_0 (plain and 8-row repacked), F32, F16, BF16
-// weights, and a generic dequantizing reference for the Q8_K-activation (K-quant) formats.
+// Scalar references of the matmul for Q4_0, Q8_0 (plain and 8-row repacked), F32, F16 and BF16
+// weights (the K-quant references are in matmul_kquant_ref.cpp).
 // The int8 references sum each block's integer dot product exactly and accumulate
 // d_w * d_x * isum in float, block by block (llama.cpp's vec_dot semantics).
 #include "kernels/matmul/matmul_variants.h"
@@ -135,27 +135,6 @@ void matmul_f16_f32_ref(const MatmulArgs& a, int64_t n0, int64_t n1) {
 
 void matmul_bf16_f32_ref(const MatmulArgs& a, int64_t n0, int64_t n1) {
   matmul_half_ref<bf16_bits, bf16_to_f32>(a, n0, n1);
-}
-
-void matmul_dequant_q8_k_ref(TensorType wtype, const MatmulArgs& a, int64_t n0, int64_t n1) {
-  const int64_t nb = a.K / QK_K;
-  const size_t wrow = row_size(wtype, a.K);
-  const size_t wblock = type_traits(wtype).type_size;
-  float wf[QK_K];
-  float xf[QK_K];
-  for (int64_t r = 0; r < a.R; ++r) {
-    const auto* x = reinterpret_cast<const block_q8_K*>(bytes(a.x) + r * a.ldx);
-    for (int64_t n = n0; n < n1; ++n) {
-      const uint8_t* w = bytes(a.w) + n * wrow;
-      double sum = 0.0;
-      for (int64_t b = 0; b < nb; ++b) {
-        dequantize_row(wtype, w + b * wblock, wf, QK_K);
-        dequantize_row_q8_K(x + b, xf, QK_K);
-        for (int i = 0; i < QK_K; ++i) sum += static_cast<double>(wf[i]) * xf[i];
-      }
-      a.y[r * a.ldy + n] = static_cast<float>(sum);
-    }
-  }
 }
 
 }  // namespace qgemma

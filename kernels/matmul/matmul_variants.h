@@ -17,12 +17,8 @@ void matmul_q8_0x8_q8_0_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_f32_f32_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_f16_f32_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_bf16_f32_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
-// Generic reference for block types with Q8_K activations (Q4_K, Q6_K): dequantizes one weight
-// block and one activation block at a time into stack buffers and accumulates in double.
-// Used until the K-quant references (integer dot products) are in the table.
-void matmul_dequant_q8_k_ref(TensorType wtype, const MatmulArgs& a, int64_t n0, int64_t n1);
 
-// ---- K-quants (kernels/matmul/*q4_k*, *q6_k*): add declarations here ----------------------
+// ---- K-quants ----------------------------------------------------------------------------------
 // Q4_K / Q6_K x Q8_K (kernels/matmul/matmul_kquant_*.cpp, kquant.h). Each ISA has one body for
 // any R, registered as both its gemv and its gemm.
 void matmul_q4_k_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
@@ -39,24 +35,23 @@ void matmul_q6_k_q8_k_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
 #endif
 
 #if defined(__x86_64__)
-// ---- AVX2 (+FMA, F16C) ------------------------------------------------------------------------
+// ---- Q4_0 / Q8_0 (+x8) and float weights, AVX2 (+FMA, F16C)
+// -------------------------------------- gemv_*: plain layouts, tuned for R <= 8 (any R works).
+// matmul_*: one body for any R (GEMV for R <= 8, tiled GEMM above), registered as both gemv and
+// gemm.
 void gemv_q4_0_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemv_q8_0_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
-void gemv_q4_0x8_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
-void gemm_q4_0x8_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
-void gemv_q8_0x8_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
-void gemm_q8_0x8_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q4_0x8_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q8_0x8_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemv_f32_f32_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemv_f16_f32_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemv_bf16_f32_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 
-// ---- AVX-512 (F, BW, VL, DQ, VNNI, BF16) -------------------------------------------------------
+// ---- the same, AVX-512 (F, BW, VL, VNNI) -------------------------------------------------------
 void gemv_q4_0_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemv_q8_0_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
-void gemv_q4_0x8_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
-void gemm_q4_0x8_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
-void gemv_q8_0x8_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
-void gemm_q8_0x8_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q4_0x8_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q8_0x8_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemv_f32_f32_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemv_f16_f32_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemv_bf16_f32_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);

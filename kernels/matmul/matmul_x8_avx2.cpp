@@ -151,16 +151,10 @@ void matmul_x8(const MatmulArgs& a, int64_t n0, int64_t n1) {
 
 }  // namespace
 
-void gemv_q4_0x8_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1) {
+void matmul_q4_0x8_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1) {
   matmul_x8<true>(a, n0, n1);
 }
-void gemm_q4_0x8_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1) {
-  matmul_x8<true>(a, n0, n1);
-}
-void gemv_q8_0x8_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1) {
-  matmul_x8<false>(a, n0, n1);
-}
-void gemm_q8_0x8_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1) {
+void matmul_q8_0x8_q8_0_avx2(const MatmulArgs& a, int64_t n0, int64_t n1) {
   matmul_x8<false>(a, n0, n1);
 }
 

@@ -674,9 +674,11 @@ void Recorder::barrier() {
   begin_if_needed();
   VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
   mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
-  mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
-  vkCmdPipelineBarrier(cmd_, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                       VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+  mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                     VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+  // Read-after-write and write-after-read/write between compute and transfer, either way.
+  const VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+  vkCmdPipelineBarrier(cmd_, stages, stages, 0, 1, &mb, 0, nullptr, 0, nullptr);
   written_.clear();
   read_.clear();
   ++barriers_;
@@ -742,6 +744,21 @@ void Recorder::dispatch(const Pipeline& p, std::span<const Arg> args, const void
     vkCmdPushConstants(cmd_, p.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, (uint32_t)push_bytes, push);
   vkCmdDispatch(cmd_, gx, gy, gz);
   ++dispatches_;
+}
+
+void Recorder::copy(View src, View dst, size_t bytes) {
+  if (bytes == 0) return;
+  if (src.offset + bytes > src.buffer->size() || dst.offset + bytes > dst.buffer->size()) {
+    throw Error("Vulkan: copy of " + std::to_string(bytes) + " bytes past the end of a buffer");
+  }
+  begin_if_needed();
+  const Range rs{src.buffer->handle(), src.offset, src.offset + bytes};
+  const Range rd{dst.buffer->handle(), dst.offset, dst.offset + bytes};
+  if (overlaps(written_, rs) || overlaps(written_, rd) || overlaps(read_, rd)) barrier();
+  VkBufferCopy region{src.offset, dst.offset, bytes};
+  vkCmdCopyBuffer(cmd_, src.buffer->handle(), dst.buffer->handle(), 1, &region);
+  read_.push_back(rs);
+  written_.push_back(rd);
 }
 
 void Recorder::submit_and_wait() {

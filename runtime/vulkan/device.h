@@ -182,7 +182,9 @@ class Recorder {
   // (the launchers in ops.h fold large counts into y).
   void dispatch(const Pipeline& p, std::span<const Arg> args, const void* push, size_t push_bytes,
                 uint32_t gx, uint32_t gy = 1, uint32_t gz = 1);
-  void barrier();          // full compute memory barrier now
+  // Copies bytes between buffer ranges (with the same hazard tracking as dispatches).
+  void copy(View src, View dst, size_t bytes);
+  void barrier();  // full compute memory barrier now
   void submit_and_wait();  // runs what was recorded; the recorder can then record again
   Device& device() { return dev_; }
   uint32_t dispatches() const { return dispatches_; }

@@ -68,7 +68,8 @@ View or_dummy(const View& v, const View& dummy) { return v.buffer ? v : dummy; }
 
 bool matmul_supported_on_gpu(TensorType wtype) {
   return wtype == TensorType::Q4_0 || wtype == TensorType::Q8_0 || wtype == TensorType::Q4_K ||
-         wtype == TensorType::Q6_K || wtype == TensorType::F16 || wtype == TensorType::BF16;
+         wtype == TensorType::Q6_K || wtype == TensorType::F16 || wtype == TensorType::BF16 ||
+         wtype == TensorType::F32;
 }
 
 static void check_matmul(const char* op, TensorType wtype, const View& w, const View& x,
@@ -236,6 +237,25 @@ void flash_attn(Recorder& rec, const FlashAttnParams& a) {
                       {or_dummy(a.kv_group, d), false},
                       {a.out, true}};
   rec.dispatch(p, args, &push, sizeof push, a.n_q, a.n_head);
+}
+
+void kv_store(Recorder& rec, TensorType kv_type, View src, View slots, View cache,
+              uint32_t tokens, uint32_t n_kv_head, uint32_t head_dim, uint32_t stride_slot,
+              uint32_t stride_head, uint32_t src_stride) {
+  const char* op = "kv_store";
+  if (!src_stride) src_stride = n_kv_head * head_dim;
+  require(kv_type == TensorType::F16 || kv_type == TensorType::Q8_0, op, "KV type must be F16 or Q8_0");
+  require(head_dim % 32 == 0, op, "head_dim is not a multiple of 32");
+  require(stride_slot % 4 == 0 && stride_head % 4 == 0, op, "cache strides must be multiples of 4 bytes");
+  require(row_size(kv_type, head_dim) % 4 == 0, op, "cache rows must be a multiple of 4 bytes");
+  if (tokens == 0) return;
+  require_view(src, ((size_t)(tokens - 1) * src_stride + (size_t)n_kv_head * head_dim) * 4, op, "src");
+  require_view(slots, (size_t)tokens * 4, op, "slots");
+  const Pipeline& p = rec.device().pipeline(
+      std::string("kv_store_") + (kv_type == TensorType::F16 ? "f16" : "q8_0"), {}, 3, 24);
+  const uint32_t push[] = {tokens, n_kv_head, head_dim, src_stride, stride_slot, stride_head};
+  const Arg args[] = {{src, false}, {slots, false}, {cache, true}};
+  rec.dispatch(p, args, push, sizeof push, ceil_div((uint64_t)tokens * n_kv_head, 64));
 }
 
 void rms_norm(Recorder& rec, View x, View w, View y, uint32_t n, uint32_t rows, float eps) {

@@ -62,6 +62,13 @@ struct FlashAttnParams {
 };
 void flash_attn(Recorder& rec, const FlashAttnParams& a);
 
+// Stores src [tokens][n_kv_head * head_dim] (f32, src_stride floats per token; 0: packed) into
+// the cache rows of slots[t] (int32 [tokens]): F16, or Q8_0 exactly as quantize_row_q8_0_ref.
+// Row starts (slot * stride_slot + head * stride_head) must be multiples of 4 bytes.
+void kv_store(Recorder& rec, TensorType kv_type, View src, View slots, View cache,
+              uint32_t tokens, uint32_t n_kv_head, uint32_t head_dim, uint32_t stride_slot,
+              uint32_t stride_head, uint32_t src_stride = 0);
+
 // ---- row ops (kernels/ops/ops.h) ----------------------------------------------------------
 // rows x n floats, contiguous; w: [n] or none. Per-head norms: n = head_dim, rows = heads.
 void rms_norm(Recorder& rec, View x, View w, View y, uint32_t n, uint32_t rows, float eps);

@@ -315,15 +315,24 @@ TEST(Activations, VariantsMatchRef) {
 TEST(Activations, SoftcapAndSoftmaxMatchRef) {
   for (const Variant& v : variants()) {
     for (int64_t n : kSizes) {
-      const auto x = randn(n, 30 + n, 20.0f);
+      auto x = randn(n, 30 + n, 20.0f);
+      if (n > 4) {  // saturated tanh, exactly zero, and a masked (-inf) softmax entry
+        x[0] = 1e4f;
+        x[1] = -1e4f;
+        x[2] = 0.0f;
+      }
       std::vector<float> want(n), got(n);
       softcap_f32_ref(x.data(), want.data(), n, 30.0f);
       v.k->softcap(x.data(), got.data(), n, 30.0f);
       expect_close(got, want, 1e-6, 3e-5, name(v, "softcap", n));
       // Softmax: exp to ~1 ulp, float sum of n terms in lanes; 1e-5 relative.
+      if (n > 4) x[0] = -INFINITY;
       softmax_f32_ref(x.data(), want.data(), n);
       v.k->softmax(x.data(), got.data(), n);
       expect_close(got, want, 1e-5, 1e-30, name(v, "softmax", n));
+      if (n > 4) {
+        EXPECT_EQ(got[0], 0.0f) << name(v, "softmax_masked", n);
+      }
     }
   }
 }

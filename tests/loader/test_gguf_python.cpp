@@ -79,15 +79,16 @@ TEST(GgufPython, ReaderSeesWhatThePythonWriterWrote) {
   EXPECT_EQ(f->find_tensor("blk.5.attn_v.weight"), nullptr);  // global layer: K = V
   ASSERT_NE(f->find_tensor("blk.4.attn_v.weight"), nullptr);
 
-  // The data pointers reach the right bytes: rope_freqs holds 16 ones then 1e30, and every
-  // Q8_0 block of ffn_down starts with a finite, positive f16 scale.
+  // The data pointers reach the right bytes: rope_freqs holds 8 ones (a quarter of the pairs
+  // rotate) then 1e30, and every Q8_0 block of ffn_down starts with a finite, positive f16 scale.
   const GgufTensor* rf = f->find_tensor("rope_freqs.weight");
   ASSERT_NE(rf, nullptr);
   std::vector<float> freqs(static_cast<size_t>(rf->shape[0]));
   std::memcpy(freqs.data(), rf->data, rf->nbytes);
   EXPECT_EQ(freqs[0], 1.0f);
-  EXPECT_EQ(freqs[15], 1.0f);
-  EXPECT_EQ(freqs[16], 1e30f);
+  EXPECT_EQ(freqs[7], 1.0f);
+  EXPECT_EQ(freqs[8], 1e30f);
+  EXPECT_EQ(freqs[31], 1e30f);
   const GgufTensor* down = f->find_tensor("blk.0.ffn_down.weight");
   ASSERT_NE(down, nullptr);
   ASSERT_EQ(down->type, TensorType::Q8_0);

@@ -323,6 +323,29 @@ TEST(Tokenizer, HandMadeVocabulary) {
   EXPECT_EQ(g.encode("a\n\nb"), (std::vector<int32_t>{id("a"), id("\n\n"), id("b")}));
   EXPECT_EQ(g.encode("a\n\n\nb"),
             (std::vector<int32_t>{id("a"), id("\n"), id("\n"), id("\n"), id("b")}));
+
+  // GGUF "llama" (SentencePiece): no merges; the pair whose merged token scores highest goes
+  // first, and a space is prefixed (add_space_prefix defaults to true there).
+  std::vector<GgufKV> spm;
+  for (GgufKV& kv : kvs) {
+    if (kv.key == "tokenizer.ggml.merges" || kv.key == "tokenizer.ggml.add_space_prefix") continue;
+    if (kv.key == "tokenizer.ggml.model") kv.value.v = std::string("llama");
+    if (kv.key == "tokenizer.ggml.scores") {
+      auto& items = std::get<GgufValue::Array>(kv.value.v).items;
+      for (size_t i = 0; i < items.size(); ++i) items[i].v = -static_cast<double>(i);
+    }
+    spm.push_back(kv);
+  }
+  const Tokenizer sp = Tokenizer::from_gguf_metadata(
+      [&spm](std::string_view key) -> const GgufValue* {
+        for (const GgufKV& kv : spm) {
+          if (kv.key == key) return &kv.value;
+        }
+        return nullptr;
+      },
+      "hand-made spm");
+  // Scores: "aa" (lower id) beats "ab" and "▁a"; then "aa" + "b" -> "aab".
+  EXPECT_EQ(sp.encode("aab"), (std::vector<int32_t>{id("\xE2\x96\x81"), id("aab")}));
 }
 
 TEST(Tokenizer, ErrorsNameTheProblem) {

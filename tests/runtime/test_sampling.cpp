@@ -46,6 +46,12 @@ TEST(Sampling, GreedyIsArgmax) {
     EXPECT_EQ(s.sample(logits), expect);
     EXPECT_EQ(argmax(logits), expect);
   }
+  std::vector<float> tie = random_logits(kVocab, 9);
+  tie[70001] = tie[300] = tie[301] = 100.0f;  // ties: the lowest index
+  EXPECT_EQ(argmax(tie), 300);
+  tie.resize(70);  // a row shorter than a block, with the maximum last
+  tie[69] = 200.0f;
+  EXPECT_EQ(argmax(tie), 69);
 }
 
 TEST(Sampling, TopK1IsGreedy) {
@@ -142,6 +148,32 @@ TEST(Sampling, MinPKeepsTokensRelativeToBest) {
   EXPECT_EQ(ids_of(Sampler(p).distribution(logits)), (std::set<int32_t>{0, 1, 2, 3}));
   p.min_p = 0.6f;  // threshold 0.3
   EXPECT_EQ(ids_of(Sampler(p).distribution(logits)), (std::set<int32_t>{1}));
+}
+
+// Without top-k the whole vocabulary is a candidate; top-p and min-p still keep exact sets.
+TEST(Sampling, FullVocabularyTopPAndMinP) {
+  std::vector<float> logits(kVocab, -30.0f);
+  const std::vector<double> probs = {0.4, 0.3, 0.2, 0.1};
+  const int32_t ids[] = {200000, 7, 131072, 99};
+  for (int i = 0; i < 4; ++i) logits[ids[i]] = static_cast<float>(std::log(probs[i]));
+  SamplingParams p;
+  p.top_k = 0;
+  p.top_p = 0.85f;  // 0.4 + 0.3 + 0.2 = 0.9 (the tail adds ~2.5e-9 in total)
+  auto d = Sampler(p).distribution(logits);
+  ASSERT_EQ(d.size(), 3u);
+  EXPECT_EQ(d[0].id, 200000);
+  EXPECT_EQ(d[1].id, 7);
+  EXPECT_EQ(d[2].id, 131072);
+  EXPECT_NEAR(d[2].p, 0.2 / 0.9, 1e-5);
+  p.top_p = 1.0f;
+  p.min_p = 0.3f;  // >= 0.12
+  EXPECT_EQ(ids_of(Sampler(p).distribution(logits)), (std::set<int32_t>{200000, 7, 131072}));
+  p.min_p = 0.0f;  // everything, sorted by probability
+  d = Sampler(p).distribution(logits);
+  ASSERT_EQ(d.size(), kVocab);
+  EXPECT_EQ(d[3].id, 99);
+  EXPECT_EQ(d[4].id, 0);
+  EXPECT_EQ(d.back().id, static_cast<int32_t>(kVocab - 1));
 }
 
 TEST(Sampling, TemperatureAppliesBeforeTopP) {

@@ -1,0 +1,185 @@
+// qgemma bench: llama-bench's conventions (-p 512 -n 128 -r 5; a markdown table
+// `model | size | params | backend | threads | test | t/s` with mean ± stddev, or -o json), plus
+// peak RSS and decode's fraction of this machine's measured memory read bandwidth.
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "loader/error.h"
+#include "runtime/bandwidth.h"
+#include "runtime/threadpool.h"
+#include "tools/command.h"
+#include "tools/run_options.h"
+
+namespace qgemma {
+namespace {
+
+struct BenchCmd {
+  ModelOptions model;
+  int n_prompt = 512;
+  int n_gen = 128;
+  int reps = 5;
+  std::string output = "md";
+  bool bandwidth = true;
+};
+
+struct Result {
+  std::string test;
+  int n_prompt = 0, n_gen = 0;
+  std::vector<double> ts;  // tokens per second of each repetition
+  double mean() const {
+    double s = 0;
+    for (double x : ts) s += x;
+    return ts.empty() ? 0 : s / ts.size();
+  }
+  double stddev() const {
+    if (ts.size() < 2) return 0;
+    const double m = mean();
+    double s = 0;
+    for (double x : ts) s += (x - m) * (x - m);
+    return std::sqrt(s / (ts.size() - 1));
+  }
+};
+
+using Clock = std::chrono::steady_clock;
+
+std::vector<int32_t> random_tokens(int n, int64_t vocab, std::mt19937& rng) {
+  std::vector<int32_t> ids(n);
+  for (auto& t : ids) t = static_cast<int32_t>(rng() % vocab);
+  return ids;
+}
+
+double run_prompt(Session& s, const std::vector<int32_t>& ids) {
+  s.reset();
+  const auto t0 = Clock::now();
+  s.eval(ids, 1);
+  return ids.size() / std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double run_gen(Session& s, int n, std::mt19937& rng) {
+  s.reset();
+  const int64_t vocab = s.config().n_vocab;
+  int32_t tok = static_cast<int32_t>(rng() % vocab);
+  const auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    auto logits = s.eval(std::span<const int32_t>(&tok, 1), 1);
+    tok = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  return n / std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string params_str(int64_t n) {
+  char buf[32];
+  if (n >= 1000000000) {
+    std::snprintf(buf, sizeof(buf), "%.2f B", n / 1e9);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.2f M", n / 1e6);
+  }
+  return buf;
+}
+
+int run_bench(const BenchCmd& cmd) {
+  auto model = load_model_with_progress(cmd.model.model);
+  const ModelConfig& c = model->config();
+  SessionOptions so = cmd.model.session();
+  so.n_ctx = std::max<int64_t>(std::max(cmd.n_prompt, cmd.n_gen) + 1, 16);
+  Session session(*model, so);
+  std::mt19937 rng(1234);
+
+  std::vector<Result> results;
+  if (cmd.n_prompt > 0) results.push_back({"pp" + std::to_string(cmd.n_prompt), cmd.n_prompt, 0, {}});
+  if (cmd.n_gen > 0) results.push_back({"tg" + std::to_string(cmd.n_gen), 0, cmd.n_gen, {}});
+  // Warm-up run (weights into the page cache and caches, plans built), as llama-bench does.
+  if (cmd.n_prompt > 0) run_prompt(session, random_tokens(cmd.n_prompt, c.n_vocab, rng));
+  if (cmd.n_gen > 0) run_gen(session, std::min(cmd.n_gen, 4), rng);
+  for (int r = 0; r < cmd.reps; ++r) {
+    for (Result& res : results) {
+      res.ts.push_back(res.n_prompt ? run_prompt(session, random_tokens(res.n_prompt, c.n_vocab, rng))
+                                    : run_gen(session, res.n_gen, rng));
+    }
+  }
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  const uint64_t peak_rss = static_cast<uint64_t>(ru.ru_maxrss) * 1024;
+  double bw = 0;
+  if (cmd.bandwidth) {
+    ThreadPool pool(session.n_threads());
+    bw = measure_read_bandwidth(pool);
+  }
+  // Decode reads every weight once per token (the tied embedding as the output head).
+  const double bytes_per_token = static_cast<double>(model->weights().nbytes);
+
+  const std::string type(type_traits(model->weights().layers[0].ffn_gate.type).name);
+  const std::string model_name = "gemma4 " + params_str(c.n_params()) + " " + type;
+  if (cmd.output == "json") {
+    nlohmann::json out = nlohmann::json::array();
+    for (const Result& r : results) {
+      nlohmann::json j;
+      j["model_filename"] = cmd.model.model;
+      j["model_type"] = model_name;
+      j["model_size"] = model->weights().nbytes;
+      j["model_n_params"] = c.n_params();
+      j["backend"] = "CPU";
+      j["n_threads"] = session.n_threads();
+      j["n_batch"] = so.n_batch;
+      j["type_k"] = cmd.model.kv_type;
+      j["n_prompt"] = r.n_prompt;
+      j["n_gen"] = r.n_gen;
+      j["avg_ts"] = r.mean();
+      j["stddev_ts"] = r.stddev();
+      j["samples_ts"] = r.ts;
+      j["peak_rss_bytes"] = peak_rss;
+      if (bw > 0) {
+        j["read_bandwidth_gbps"] = bw / 1e9;
+        if (r.n_gen) j["bandwidth_fraction"] = r.mean() * bytes_per_token / bw;
+      }
+      out.push_back(j);
+    }
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  }
+  if (cmd.output != "md") throw Error("-o '" + cmd.output + "': expected md or json");
+  std::printf("| model | size | params | backend | threads | test | t/s |\n");
+  std::printf("| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
+  for (const Result& r : results) {
+    std::printf("| %s | %s | %s | CPU | %d | %s | %.2f ± %.2f |\n", model_name.c_str(),
+                format_bytes(model->weights().nbytes).c_str(), params_str(c.n_params()).c_str(),
+                session.n_threads(), r.test.c_str(), r.mean(), r.stddev());
+  }
+  std::printf("\npeak RSS: %s\n", format_bytes(peak_rss).c_str());
+  if (bw > 0) {
+    std::printf("measured read bandwidth: %.2f GB/s\n", bw / 1e9);
+    for (const Result& r : results) {
+      if (!r.n_gen) continue;
+      std::printf("%s: %.2f GB/s of weights read = %.1f%% of the bandwidth roofline (roofline: %.2f t/s)\n",
+                  r.test.c_str(), r.mean() * bytes_per_token / 1e9,
+                  100.0 * r.mean() * bytes_per_token / bw, bw / bytes_per_token);
+    }
+  }
+  return 0;
+}
+
+const bool registered = register_command(
+    "bench", "Measure prompt processing and generation speed (llama-bench conventions)",
+    [](CLI::App& app, std::function<int()>& run) {
+      auto cmd = std::make_shared<BenchCmd>();
+      cmd->model.add(app);
+      app.add_option("-p,--n-prompt", cmd->n_prompt, "prompt tokens (pp test; 0: skip)")
+          ->capture_default_str();
+      app.add_option("-n,--n-gen", cmd->n_gen, "generated tokens (tg test; 0: skip)")
+          ->capture_default_str();
+      app.add_option("-r,--repetitions", cmd->reps, "repetitions of each test")->capture_default_str();
+      app.add_option("-o,--output", cmd->output, "md or json")->capture_default_str();
+      app.add_flag("!--no-bandwidth", cmd->bandwidth, "skip the memory bandwidth measurement");
+      run = [cmd] { return run_bench(*cmd); };
+    });
+
+}  // namespace
+}  // namespace qgemma
