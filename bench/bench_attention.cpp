@@ -1,8 +1,8 @@
 // Flash-attention benchmarks: decoding one token (n_q = 1, 16 query heads) against the KV cache
 // of the two Gemma 4 12B layer types, all threads of the pool:
 //   attn/global_mqa/<kv type>/<isa>/kv32768   1 KV head x 512, 32K-token cache: the slot range is
-//                                             split across threads (flash_attn_partial), then
-//                                             merged (flash_attn_combine)
+//                                             split into 4 ranges per thread (flash_attn_partial),
+//                                             then merged (flash_attn_combine)
 //   attn/sliding_gqa/<kv type>/<isa>/kv1024   8 KV heads x 256, 1024-slot window (ring buffer):
 //                                             the KV heads are split across threads
 // <kv type> is f16 or q8_0 (K and V alike); ref runs only the sliding case.
@@ -111,7 +111,9 @@ void run_attention(benchmark::State& state, AttnCase c) {
   a.out_stride_head = c.head_dim;
 
   ThreadPool& pool = ThreadPool::global();
-  const int n_split = pool.size();
+  // Several slot ranges per thread, so a thread slowed by a neighbour process does not stall
+  // the rest (the ranges are claimed dynamically).
+  const int n_split = 4 * pool.size();
   std::vector<float> partial_buf(flash_attn_partial_floats(a) * n_split + 16);
   std::vector<const float*> partials(n_split);
   for (int s = 0; s < n_split; ++s)

@@ -3,16 +3,17 @@
 // the pool splitting N. Names: <gemv|gemm>/<format>/<isa>/K<k>_N<n>/R<r>, so
 // --benchmark_filter='gemv/q4_0x8/avx512' selects a quick subset.
 //
-// Counters (per second, with real time):
-//   GB/s       weight bytes read per second
-//   bw_frac    GB/s over the measured read bandwidth (bench/ceiling.h)
-//   GOPS       2*R*N*K ops per second
-//   peak_frac  GOPS over the measured int8 peak
+// Counters (from the wall time per iteration; all threads of the pool work):
+//   GB_s       weight bytes read per second / 1e9
+//   bw_frac    GB_s over the measured read bandwidth (bench/ceiling.h)
+//   GOPS       2*R*N*K ops per second / 1e9
+//   peak_frac  GOPS over the measured int8 peak (vpdpbusd; for float formats a loose reference)
 // The weights rotate through enough copies to exceed 512 MiB (twice the L3 of this machine) so GEMV
 // reads come from DRAM, as in decoding a 7 GB model.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -102,12 +103,14 @@ void run_matmul(benchmark::State& state, Case c) {
   }
   std::vector<float> y(c.R * c.N);
   ThreadPool& pool = ThreadPool::global();
-  const int64_t gran = 16;  // keeps the x8 kernels' 16-row pairs whole
+  // Split boundaries: multiples of 32 rows keep the x8 AVX-512 kernel's 32-row tiles whole.
+  const int64_t gran = matmul_row_granularity(c.wtype) == 8 ? 32 : 16;
   // Several tasks per thread so a thread slowed by a neighbour process does not stall the rest.
   const int64_t units = (c.N + gran - 1) / gran;
   const int64_t tasks =
       std::min<int64_t>(units, c.R > kGemvMaxRows ? pool.size() : 4 * pool.size());
   int copy = 0;
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
     const MatmulArgs a{
         w.data.data() + copy * w.bytes_per_copy, x.data(), ldx, y.data(), c.N, c.K, c.R};
@@ -119,16 +122,16 @@ void run_matmul(benchmark::State& state, Case c) {
     benchmark::DoNotOptimize(y.data());
     copy = (copy + 1) % w.copies;
   }
+  // Wall time of the loop (all threads work; the library's CPU time is the main thread's only).
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
+                      static_cast<double>(state.iterations());
   const Ceilings& ceil = ceilings();
-  const double gb = static_cast<double>(w.bytes_per_copy) / 1e9;
-  const double gops = 2.0 * static_cast<double>(c.R) * c.N * c.K / 1e9;
-  using C = benchmark::Counter;
-  state.counters["GB/s"] = C(gb, C::kIsIterationInvariantRate);
-  state.counters["GOPS"] = C(gops, C::kIsIterationInvariantRate);
-  if (ceil.read_gbps > 0)
-    state.counters["bw_frac"] = C(gb / ceil.read_gbps, C::kIsIterationInvariantRate);
-  if (ceil.int8_gops > 0)
-    state.counters["peak_frac"] = C(gops / ceil.int8_gops, C::kIsIterationInvariantRate);
+  const double gbps = static_cast<double>(w.bytes_per_copy) / secs / 1e9;
+  const double gops = 2.0 * static_cast<double>(c.R) * c.N * c.K / secs / 1e9;
+  state.counters["GB_s"] = gbps;
+  state.counters["GOPS"] = gops;
+  if (ceil.read_gbps > 0) state.counters["bw_frac"] = gbps / ceil.read_gbps;
+  if (ceil.int8_gops > 0) state.counters["peak_frac"] = gops / ceil.int8_gops;
 }
 
 bool is_float(TensorType t) {

@@ -55,9 +55,10 @@ __attribute__((target("avx2"))) uint64_t read_avx2(const uint8_t* p, size_t n) {
 
 // 16 independent vpdpbusd chains per iteration (explicit registers: an array would be kept in
 // memory by some compilers): 16 * 64 int8 multiply-accumulates.
-#define QG_DOT16(OP)                                                                       \
-  OP(c0) OP(c1) OP(c2) OP(c3) OP(c4) OP(c5) OP(c6) OP(c7) OP(c8) OP(c9) OP(c10) OP(c11) \
-      OP(c12) OP(c13) OP(c14) OP(c15)
+#define QG_DOT16(OP)                                                                             \
+  OP(c0)                                                                                         \
+  OP(c1) OP(c2) OP(c3) OP(c4) OP(c5) OP(c6) OP(c7) OP(c8) OP(c9) OP(c10) OP(c11) OP(c12) OP(c13) \
+      OP(c14) OP(c15)
 
 __attribute__((target("avx512f,avx512vnni"))) uint64_t dot_avx512vnni(int64_t iters) {
   const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
@@ -83,7 +84,8 @@ constexpr int64_t kMacsPerIterVnni = 16 * 64;
 // The AVX2 sequence: vpmaddubsw (u8 x s8 -> s16 pairs), vpmaddwd with ones (-> s32), vpaddd;
 // 12 independent chains of 32 multiply-accumulates (each chain multiplies its own accumulator's
 // bytes, so no product can be hoisted out of the loop).
-#define QG_DOT12(OP) OP(c0) OP(c1) OP(c2) OP(c3) OP(c4) OP(c5) OP(c6) OP(c7) OP(c8) OP(c9) OP(c10) OP(c11)
+#define QG_DOT12(OP) \
+  OP(c0) OP(c1) OP(c2) OP(c3) OP(c4) OP(c5) OP(c6) OP(c7) OP(c8) OP(c9) OP(c10) OP(c11)
 __attribute__((target("avx2"))) uint64_t dot_avx2(int64_t iters) {
   const __m256i a = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
 #define QG_INIT(c) __m256i c = _mm256_set1_epi32(__LINE__);

@@ -38,7 +38,8 @@ __attribute__((target("avx2"))) uint64_t read_sum_avx2(const uint64_t* p, size_t
     d = _mm256_add_epi64(d, _mm256_load_si256(v + 3));
   }
   alignas(32) uint64_t out[4];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(out), _mm256_add_epi64(_mm256_add_epi64(a, b), _mm256_add_epi64(c, d)));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(out),
+                     _mm256_add_epi64(_mm256_add_epi64(a, b), _mm256_add_epi64(c, d)));
   return out[0] + out[1] + out[2] + out[3];
 }
 #endif

@@ -84,9 +84,8 @@ void CpuBackend::matmul(const Node& n, const float* x, int64_t R, float* y, int 
   a.K = w.in;
   a.R = R;
   const int64_t grain = std::max<int64_t>(matmul_row_granularity(w.type), 8);
-  pool_.parallel_range(w.out, grain, [&](int64_t n0, int64_t n1, int) {
-    qgemma::matmul(w.type, a, n0, n1);
-  });
+  pool_.parallel_range(w.out, grain,
+                       [&](int64_t n0, int64_t n1, int) { qgemma::matmul(w.type, a, n0, n1); });
 }
 
 void CpuBackend::attention(const Node& n, const float* q, int64_t rows, float* out,
@@ -120,11 +119,13 @@ void CpuBackend::attention(const Node& n, const float* q, int64_t rows, float* o
     return;
   }
   // Tasks: (query block, KV head); a task handles all query heads sharing that KV head.
-  const int64_t q_block = std::max<int64_t>(1, std::min<int64_t>(64, rows * l.n_head_kv / (threads * 4) + 1));
+  const int64_t q_block =
+      std::max<int64_t>(1, std::min<int64_t>(64, rows * l.n_head_kv / (threads * 4) + 1));
   const int64_t n_qb = (rows + q_block - 1) / q_block;
   pool_.parallel_for(n_qb * l.n_head_kv, [&](int64_t task, int) {
     const int64_t qb = task / l.n_head_kv, g = task % l.n_head_kv;
-    const int q0 = static_cast<int>(qb * q_block), q1 = static_cast<int>(std::min(rows, (qb + 1) * q_block));
+    const int q0 = static_cast<int>(qb * q_block),
+              q1 = static_cast<int>(std::min(rows, (qb + 1) * q_block));
     flash_attn(a, q0, q1, static_cast<int>(g * group), static_cast<int>((g + 1) * group));
   });
 }
@@ -182,20 +183,24 @@ const float* CpuBackend::run(const Graph& g, const MemoryPlan& plan, float* aren
         break;
       case Op::Add: {
         const float* b = ptr(n.inputs[1]);
-        for_elems(pool_, rows * cols, [&](int64_t i0, int64_t i1) { add_f32(x + i0, b + i0, y + i0, i1 - i0); });
+        for_elems(pool_, rows * cols,
+                  [&](int64_t i0, int64_t i1) { add_f32(x + i0, b + i0, y + i0, i1 - i0); });
         break;
       }
       case Op::Scale:
-        for_elems(pool_, rows * cols, [&](int64_t i0, int64_t i1) { scale_f32(x + i0, n.f, y + i0, i1 - i0); });
+        for_elems(pool_, rows * cols,
+                  [&](int64_t i0, int64_t i1) { scale_f32(x + i0, n.f, y + i0, i1 - i0); });
         break;
       case Op::GeluGlu: {
         const float* up = ptr(n.inputs[1]);
-        for_elems(pool_, rows * cols,
-                  [&](int64_t i0, int64_t i1) { geglu_tanh_f32(x + i0, up + i0, y + i0, i1 - i0); });
+        for_elems(pool_, rows * cols, [&](int64_t i0, int64_t i1) {
+          geglu_tanh_f32(x + i0, up + i0, y + i0, i1 - i0);
+        });
         break;
       }
       case Op::Softcap:
-        for_elems(pool_, rows * cols, [&](int64_t i0, int64_t i1) { softcap_f32(x + i0, y + i0, i1 - i0, n.f); });
+        for_elems(pool_, rows * cols,
+                  [&](int64_t i0, int64_t i1) { softcap_f32(x + i0, y + i0, i1 - i0, n.f); });
         break;
       case Op::LastRows: {
         const int64_t in_rows = g.tensors[n.inputs[0]].rows;

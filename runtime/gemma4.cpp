@@ -17,7 +17,8 @@ class Builder {
     return g_.add_node(n, T_, table.in, "inp_embd");
   }
   // RMSNorm over groups of `group` columns (group = cols: the whole row; head_dim: per head).
-  int rmsnorm(int x, const std::vector<float>* w, int64_t group, float eps, const std::string& name) {
+  int rmsnorm(int x, const std::vector<float>* w, int64_t group, float eps,
+              const std::string& name) {
     Node n{Op::RmsNorm, {x}};
     n.vec = w ? w->data() : nullptr;
     n.group = group;
@@ -46,7 +47,9 @@ class Builder {
     return g_.add_node(n, rows(q), cols(q), name);
   }
   int add(int a, int b, const std::string& name) { return binary(Op::Add, a, b, name); }
-  int gelu_glu(int gate, int up, const std::string& name) { return binary(Op::GeluGlu, gate, up, name); }
+  int gelu_glu(int gate, int up, const std::string& name) {
+    return binary(Op::GeluGlu, gate, up, name);
+  }
   int scale(int x, float s, const std::string& name) {
     Node n{Op::Scale, {x}};
     n.f = s;
@@ -89,23 +92,24 @@ Graph build_gemma4(const ModelConfig& c, const ModelWeights& w, int64_t T, int64
     const std::string b = "blk." + std::to_string(il) + ".";
     const int64_t hd = l.head_dim;
 
-    int a = g.rmsnorm(x, &lw.attn_norm, E, eps, b + "attn_norm");            // [T, E]
-    int q = g.matmul(a, lw.wq, b + "q");                                     // [T, n_head * hd]
-    int k_proj = g.matmul(a, lw.wk, b + "k");                                // [T, n_kv * hd]
-    int v_proj = l.v_from_k ? k_proj : g.matmul(a, lw.wv, b + "v");          // K = V on global layers
+    int a = g.rmsnorm(x, &lw.attn_norm, E, eps, b + "attn_norm");    // [T, E]
+    int q = g.matmul(a, lw.wq, b + "q");                             // [T, n_head * hd]
+    int k_proj = g.matmul(a, lw.wk, b + "k");                        // [T, n_kv * hd]
+    int v_proj = l.v_from_k ? k_proj : g.matmul(a, lw.wv, b + "v");  // K = V on global layers
     q = g.rope(g.rmsnorm(q, &lw.q_norm, hd, eps, b + "q_norm"), hd, il, b + "q_rope");
     int k = g.rope(g.rmsnorm(k_proj, &lw.k_norm, hd, eps, b + "k_norm"), hd, il, b + "k_rope");
-    int v = g.rmsnorm(v_proj, nullptr, hd, eps, b + "v_norm");               // no weight, no rope
+    int v = g.rmsnorm(v_proj, nullptr, hd, eps, b + "v_norm");  // no weight, no rope
     g.kv_store(k, v, il);
     int o = g.matmul(g.attention(q, il, b + "attn"), lw.wo, b + "attn_out");  // [T, E], scale 1.0
-    int h = g.add(x, g.rmsnorm(o, &lw.post_attn_norm, E, eps, b + "post_attn_norm"), b + "attn_res");
+    int h =
+        g.add(x, g.rmsnorm(o, &lw.post_attn_norm, E, eps, b + "post_attn_norm"), b + "attn_res");
 
-    int f = g.rmsnorm(h, &lw.ffn_norm, E, eps, b + "ffn_norm");              // [T, E]
+    int f = g.rmsnorm(h, &lw.ffn_norm, E, eps, b + "ffn_norm");  // [T, E]
     f = g.gelu_glu(g.matmul(f, lw.ffn_gate, b + "gate"), g.matmul(f, lw.ffn_up, b + "up"),
-                   b + "geglu");                                             // [T, n_ff]
-    f = g.matmul(f, lw.ffn_down, b + "ffn_out");                             // [T, E]
+                   b + "geglu");                  // [T, n_ff]
+    f = g.matmul(f, lw.ffn_down, b + "ffn_out");  // [T, E]
     h = g.add(h, g.rmsnorm(f, &lw.post_ffn_norm, E, eps, b + "post_ffn_norm"), b + "ffn_res");
-    x = lw.out_scale == 1.0f ? h : g.scale(h, lw.out_scale, b + "out");      // layer scalar
+    x = lw.out_scale == 1.0f ? h : g.scale(h, lw.out_scale, b + "out");  // layer scalar
   }
   if (n_outputs < T) x = g.last_rows(x, n_outputs, "out_rows");  // logits only where needed
   int z = g.matmul(g.rmsnorm(x, &w.output_norm, E, eps, "output_norm"), w.output, "logits_raw");

@@ -11,6 +11,7 @@ namespace qgemma {
 
 // A forward pass over n_tokens tokens (at the positions the run provides) that writes their
 // K/V into the cache and returns logits [n_outputs x n_vocab] for the last n_outputs tokens.
-Graph build_gemma4(const ModelConfig& c, const ModelWeights& w, int64_t n_tokens, int64_t n_outputs);
+Graph build_gemma4(const ModelConfig& c, const ModelWeights& w, int64_t n_tokens,
+                   int64_t n_outputs);
 
 }  // namespace qgemma

@@ -10,17 +10,28 @@ namespace qgemma {
 
 const char* op_name(Op op) {
   switch (op) {
-    case Op::Embed: return "embed";
-    case Op::RmsNorm: return "rmsnorm";
-    case Op::MatMul: return "matmul";
-    case Op::Rope: return "rope";
-    case Op::KvStore: return "kv_store";
-    case Op::Attention: return "attention";
-    case Op::Add: return "add";
-    case Op::Scale: return "scale";
-    case Op::GeluGlu: return "gelu_glu";
-    case Op::Softcap: return "softcap";
-    case Op::LastRows: return "last_rows";
+    case Op::Embed:
+      return "embed";
+    case Op::RmsNorm:
+      return "rmsnorm";
+    case Op::MatMul:
+      return "matmul";
+    case Op::Rope:
+      return "rope";
+    case Op::KvStore:
+      return "kv_store";
+    case Op::Attention:
+      return "attention";
+    case Op::Add:
+      return "add";
+    case Op::Scale:
+      return "scale";
+    case Op::GeluGlu:
+      return "gelu_glu";
+    case Op::Softcap:
+      return "softcap";
+    case Op::LastRows:
+      return "last_rows";
   }
   return "?";
 }
@@ -48,7 +59,8 @@ void Graph::validate() const {
     }
     auto same_shape = [&](int a, int b) {
       if (tensors[a].rows != tensors[b].rows || tensors[a].cols != tensors[b].cols) {
-        throw Error(at + "shape mismatch between '" + tensors[a].name + "' and '" + tensors[b].name + "'");
+        throw Error(at + "shape mismatch between '" + tensors[a].name + "' and '" +
+                    tensors[b].name + "'");
       }
     };
     if (n.op == Op::Add || n.op == Op::GeluGlu) same_shape(n.inputs[0], n.inputs[1]);
@@ -58,7 +70,8 @@ void Graph::validate() const {
                   "' expect " + std::to_string(n.w->in));
     }
     if (n.output >= 0) {
-      if (written[n.output]) throw Error(at + "writes tensor '" + tensors[n.output].name + "' twice");
+      if (written[n.output])
+        throw Error(at + "writes tensor '" + tensors[n.output].name + "' twice");
       written[n.output] = true;
     }
   }

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace qgemma {
@@ -36,15 +37,18 @@ struct GraphTensor {
 };
 
 struct Node {
-  Op op;
+  Node() = default;
+  explicit Node(Op o, std::vector<int> in = {}) : op(o), inputs(std::move(in)) {}
+
+  Op op = Op::Embed;
   std::vector<int> inputs;  // tensor ids
   int output = -1;          // tensor id, -1 for KvStore
   // Parameters (which ones an op uses is listed above).
-  const Matrix* w = nullptr;     // MatMul weights, Embed table
-  const float* vec = nullptr;    // RmsNorm multiplier
-  int64_t group = 0;             // RmsNorm / Rope group width, LastRows count
-  float f = 0.0f;                // eps, scale, softcap, embed scale
-  int layer = -1;                // Rope / KvStore / Attention
+  const Matrix* w = nullptr;   // MatMul weights, Embed table
+  const float* vec = nullptr;  // RmsNorm multiplier
+  int64_t group = 0;           // RmsNorm / Rope group width, LastRows count
+  float f = 0.0f;              // eps, scale, softcap, embed scale
+  int layer = -1;              // Rope / KvStore / Attention
 };
 
 struct Graph {

@@ -12,7 +12,8 @@ namespace {
 
 void check_type(TensorType t) {
   if (t != TensorType::F16 && t != TensorType::Q8_0) {
-    throw Error("KV cache: type " + std::string(type_traits(t).name) + " is not supported (f16 or q8_0)");
+    throw Error("KV cache: type " + std::string(type_traits(t).name) +
+                " is not supported (f16 or q8_0)");
   }
 }
 
@@ -44,7 +45,8 @@ KvCache::KvCache(const ModelConfig& c, int64_t n_ctx, int64_t n_batch, TensorTyp
   }
 }
 
-uint64_t KvCache::bytes_needed(const ModelConfig& c, int64_t n_ctx, int64_t n_batch, TensorType type) {
+uint64_t KvCache::bytes_needed(const ModelConfig& c, int64_t n_ctx, int64_t n_batch,
+                               TensorType type) {
   check_type(type);
   uint64_t total = 0;
   for (const LayerConfig& l : c.layers) {
@@ -57,14 +59,16 @@ uint64_t KvCache::bytes_needed(const ModelConfig& c, int64_t n_ctx, int64_t n_ba
 
 uint64_t KvCache::bytes_reserved() const {
   uint64_t total = 0;
-  for (const Layer& l : layers_) total += 2 * l.row_bytes * l.n_kv_head * l.capacity + 4 * l.capacity;
+  for (const Layer& l : layers_)
+    total += 2 * l.row_bytes * l.n_kv_head * l.capacity + 4 * l.capacity;
   return total;
 }
 
 void KvCache::store(int layer, const float* k, const float* v, const int32_t* pos, int64_t n) {
   Layer& l = layers_[layer];
   if (n > n_batch_) {
-    throw Error("KV cache: " + std::to_string(n) + " tokens in one call, batch is " + std::to_string(n_batch_));
+    throw Error("KV cache: " + std::to_string(n) + " tokens in one call, batch is " +
+                std::to_string(n_batch_));
   }
   const int64_t kv_dim = int64_t{l.n_kv_head} * l.head_dim;
   for (int64_t t = 0; t < n; ++t) {

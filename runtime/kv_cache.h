@@ -24,7 +24,8 @@ class KvCache {
   KvCache(const ModelConfig& c, int64_t n_ctx, int64_t n_batch, TensorType type);
 
   // Bytes the cache of this config would reserve (for the memory budget).
-  static uint64_t bytes_needed(const ModelConfig& c, int64_t n_ctx, int64_t n_batch, TensorType type);
+  static uint64_t bytes_needed(const ModelConfig& c, int64_t n_ctx, int64_t n_batch,
+                               TensorType type);
 
   // Stores K and V of n tokens at positions pos[0..n): k, v: [n x n_head_kv * head_dim] f32.
   // Positions must be < n_ctx and n <= n_batch.

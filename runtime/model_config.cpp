@@ -48,7 +48,8 @@ std::vector<bool> read_sliding_pattern(const GgufFile& f, int n_layer) {
 }
 
 int to_int(int64_t x, const std::string& what) {
-  if (x < 0 || x > (int64_t{1} << 30)) throw Error(what + ": value " + std::to_string(x) + " out of range");
+  if (x < 0 || x > (int64_t{1} << 30))
+    throw Error(what + ": value " + std::to_string(x) + " out of range");
   return static_cast<int>(x);
 }
 
@@ -90,8 +91,8 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   const int hd_full = to_int(f.get_int(key("attention.key_length")), p + "key_length");
   const int hd_swa = to_int(f.get_int_opt(key("attention.key_length_swa")).value_or(hd_full),
                             p + "key_length_swa");
-  const int hv_full = to_int(f.get_int_opt(key("attention.value_length")).value_or(hd_full),
-                             p + "value_length");
+  const int hv_full =
+      to_int(f.get_int_opt(key("attention.value_length")).value_or(hd_full), p + "value_length");
   const int hv_swa = to_int(f.get_int_opt(key("attention.value_length_swa")).value_or(hd_swa),
                             p + "value_length_swa");
   if (hd_full != hv_full || hd_swa != hv_swa) {
@@ -101,8 +102,8 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   }
   const float base_full = f.get_f32_opt(key("rope.freq_base")).value_or(1000000.0f);
   const float base_swa = f.get_f32_opt(key("rope.freq_base_swa")).value_or(10000.0f);
-  const int rot_full =
-      to_int(f.get_int_opt(key("rope.dimension_count")).value_or(hd_full), p + "rope.dimension_count");
+  const int rot_full = to_int(f.get_int_opt(key("rope.dimension_count")).value_or(hd_full),
+                              p + "rope.dimension_count");
   const int rot_swa = to_int(f.get_int_opt(key("rope.dimension_count_swa")).value_or(hd_swa),
                              p + "rope.dimension_count_swa");
 
@@ -151,10 +152,13 @@ void ModelConfig::validate() const {
     refuse("KV sharing between layers (gemma4.attention.shared_kv_layers = " +
            std::to_string(n_shared_kv_layers) + ")");
   }
-  if (n_expert > 0) refuse("mixture of experts (gemma4.expert_count = " + std::to_string(n_expert) + ")");
-  if (n_layer <= 0 || static_cast<int>(layers.size()) != n_layer) throw Error("config: bad layer count");
+  if (n_expert > 0)
+    refuse("mixture of experts (gemma4.expert_count = " + std::to_string(n_expert) + ")");
+  if (n_layer <= 0 || static_cast<int>(layers.size()) != n_layer)
+    throw Error("config: bad layer count");
   if (n_embd <= 0 || n_embd % 32 != 0) {
-    throw Error("config: embedding_length " + std::to_string(n_embd) + " must be a positive multiple of 32");
+    throw Error("config: embedding_length " + std::to_string(n_embd) +
+                " must be a positive multiple of 32");
   }
   if (n_vocab <= 0) throw Error("config: empty vocabulary");
   if (sliding_window <= 0) throw Error("config: sliding_window must be > 0");
@@ -163,27 +167,28 @@ void ModelConfig::validate() const {
     const LayerConfig& l = layers[i];
     const std::string at = "config: layer " + std::to_string(i) + ": ";
     if (l.n_ff != ff0) {
-      refuse("double-wide MLP (feed_forward_length differs between layers: " +
-             std::to_string(ff0) + " vs " + std::to_string(l.n_ff) + " at layer " +
-             std::to_string(i) + ")");
+      refuse("double-wide MLP (feed_forward_length differs between layers: " + std::to_string(ff0) +
+             " vs " + std::to_string(l.n_ff) + " at layer " + std::to_string(i) + ")");
     }
     if (l.n_head <= 0 || l.n_head_kv <= 0 || l.n_head % l.n_head_kv != 0) {
-      throw Error(at + "head_count " + std::to_string(l.n_head) + " must be a positive multiple of head_count_kv " +
-                  std::to_string(l.n_head_kv));
+      throw Error(at + "head_count " + std::to_string(l.n_head) +
+                  " must be a positive multiple of head_count_kv " + std::to_string(l.n_head_kv));
     }
     if (l.head_dim <= 0 || l.head_dim % 32 != 0) {
-      throw Error(at + "head dim " + std::to_string(l.head_dim) + " must be a positive multiple of 32");
+      throw Error(at + "head dim " + std::to_string(l.head_dim) +
+                  " must be a positive multiple of 32");
     }
     if (l.n_rot <= 0 || l.n_rot > l.head_dim || l.n_rot % 2 != 0) {
-      throw Error(at + "rope dimension count " + std::to_string(l.n_rot) + " must be even and <= head dim " +
-                  std::to_string(l.head_dim));
+      throw Error(at + "rope dimension count " + std::to_string(l.n_rot) +
+                  " must be even and <= head dim " + std::to_string(l.head_dim));
     }
     if (l.use_freq_factors && static_cast<int>(rope_freq_factors.size()) != l.n_rot / 2) {
-      throw Error(at + "rope_freqs.weight: expected " + std::to_string(l.n_rot / 2) + " factors, found " +
-                  std::to_string(rope_freq_factors.size()));
+      throw Error(at + "rope_freqs.weight: expected " + std::to_string(l.n_rot / 2) +
+                  " factors, found " + std::to_string(rope_freq_factors.size()));
     }
     if (l.n_ff <= 0 || l.n_ff % 32 != 0) {
-      throw Error(at + "feed_forward_length " + std::to_string(l.n_ff) + " must be a positive multiple of 32");
+      throw Error(at + "feed_forward_length " + std::to_string(l.n_ff) +
+                  " must be a positive multiple of 32");
     }
   }
 }
@@ -231,8 +236,8 @@ int64_t ModelConfig::n_params() const {
   if (!tied_output) n += n_vocab * n_embd;
   for (const LayerConfig& l : layers) {
     const int64_t q = int64_t{l.n_head} * l.head_dim, kv = int64_t{l.n_head_kv} * l.head_dim;
-    n += n_embd * q + n_embd * kv * (l.v_from_k ? 1 : 2) + q * n_embd;  // attention
-    n += 3 * int64_t{n_embd} * l.n_ff;                                  // gate, up, down
+    n += n_embd * q + n_embd * kv * (l.v_from_k ? 1 : 2) + q * n_embd;      // attention
+    n += 3 * int64_t{n_embd} * l.n_ff;                                      // gate, up, down
     n += 4 * int64_t{n_embd} + l.head_dim * 2 + (l.has_out_scale ? 1 : 0);  // norms, scale
   }
   return n;

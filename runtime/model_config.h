@@ -14,30 +14,30 @@ class GgufFile;
 class GgufWriter;
 
 struct LayerConfig {
-  bool sliding = true;     // sliding-window (local) attention, else global
-  int n_head = 0;          // query heads
-  int n_head_kv = 0;       // key/value heads
-  int head_dim = 0;        // per head, same for K, V and Q
-  int n_ff = 0;            // FFN intermediate size
-  float rope_base = 0;     // RoPE theta
-  int n_rot = 0;           // RoPE dims (NeoX pairs i, i + n_rot/2); rope_freq_factors narrow it
+  bool sliding = true;  // sliding-window (local) attention, else global
+  int n_head = 0;       // query heads
+  int n_head_kv = 0;    // key/value heads
+  int head_dim = 0;     // per head, same for K, V and Q
+  int n_ff = 0;         // FFN intermediate size
+  float rope_base = 0;  // RoPE theta
+  int n_rot = 0;        // RoPE dims (NeoX pairs i, i + n_rot/2); rope_freq_factors narrow it
   bool use_freq_factors = false;  // global layers: divide frequencies by rope_freq_factors
-  bool v_from_k = false;   // no attn_v: V is the K projection (before k_norm and RoPE)
-  bool has_out_scale = false;  // blk.N.layer_output_scale present
+  bool v_from_k = false;          // no attn_v: V is the K projection (before k_norm and RoPE)
+  bool has_out_scale = false;     // blk.N.layer_output_scale present
 };
 
 struct ModelConfig {
-  std::string name;            // general.name, for display
+  std::string name;  // general.name, for display
   int64_t n_vocab = 0;
-  int n_embd = 0;              // hidden size
+  int n_embd = 0;  // hidden size
   int n_layer = 0;
-  int64_t n_ctx_train = 0;     // trained context length
+  int64_t n_ctx_train = 0;  // trained context length
   float rms_eps = 1e-6f;
-  int sliding_window = 0;      // window of sliding layers, in positions (causal, includes self)
-  float final_softcap = 0;     // logits = c * tanh(z / c); 0 = none
-  float attn_scale = 1.0f;     // QK^T scale (Gemma 4: 1.0, QK-norm does the job)
-  float embed_scale = 1.0f;    // input embedding multiplier, sqrt(n_embd)
-  bool tied_output = true;     // lm_head = token_embd (no output.weight)
+  int sliding_window = 0;    // window of sliding layers, in positions (causal, includes self)
+  float final_softcap = 0;   // logits = c * tanh(z / c); 0 = none
+  float attn_scale = 1.0f;   // QK^T scale (Gemma 4: 1.0, QK-norm does the job)
+  float embed_scale = 1.0f;  // input embedding multiplier, sqrt(n_embd)
+  bool tied_output = true;   // lm_head = token_embd (no output.weight)
   // Proportional RoPE of global layers: llama.cpp's rope_freqs tensor (n_rot/2 factors that
   // divide the frequencies; 1e30 switches a pair off). Empty when the file has none.
   std::vector<float> rope_freq_factors;
@@ -58,8 +58,8 @@ struct ModelConfig {
 
   int64_t n_params() const;  // parameters of the text decoder (embedding counted once)
   int max_head_dim() const;
-  int max_q_dim() const;     // max over layers of n_head * head_dim
-  int max_kv_dim() const;    // max over layers of n_head_kv * head_dim
+  int max_q_dim() const;   // max over layers of n_head * head_dim
+  int max_kv_dim() const;  // max over layers of n_head_kv * head_dim
   int max_ff() const;
 };
 

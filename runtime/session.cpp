@@ -76,7 +76,8 @@ namespace {
 
 SessionOptions checked(const Model& m, SessionOptions o) {
   if (o.n_ctx <= 0 || o.n_ctx > kMaxCtx) {
-    throw Error("--ctx " + std::to_string(o.n_ctx) + " is out of range (1.." + std::to_string(kMaxCtx) + ")");
+    throw Error("--ctx " + std::to_string(o.n_ctx) + " is out of range (1.." +
+                std::to_string(kMaxCtx) + ")");
   }
   if (o.n_batch <= 0) throw Error("--batch must be > 0");
   o.n_batch = std::min(o.n_batch, o.n_ctx);
@@ -125,7 +126,8 @@ const float* Session::forward(std::span<const int32_t> tokens, int64_t n_outputs
   const int64_t V = m_.config().n_vocab;
   for (int32_t t : tokens) {
     if (t < 0 || t >= V) {
-      throw Error("token id " + std::to_string(t) + " is outside the vocabulary of " + std::to_string(V));
+      throw Error("token id " + std::to_string(t) + " is outside the vocabulary of " +
+                  std::to_string(V));
     }
   }
   if (n_past_ + T > o_.n_ctx) {
@@ -135,7 +137,8 @@ const float* Session::forward(std::span<const int32_t> tokens, int64_t n_outputs
   pos_.resize(T);
   for (int64_t i = 0; i < T; ++i) pos_[i] = static_cast<int32_t>(n_past_ + i);
   const Plan& p = plan(T, n_outputs);
-  const float* out = backend_.run(p.graph, p.memory, arena_.data(), tokens.data(), pos_.data(), kv_);
+  const float* out =
+      backend_.run(p.graph, p.memory, arena_.data(), tokens.data(), pos_.data(), kv_);
   n_past_ += T;
   return out;
 }
@@ -155,7 +158,8 @@ std::span<const float> Session::eval(std::span<const int32_t> tokens, int64_t n_
     // Copy the rows of this batch that are among the last n_logits tokens.
     for (int64_t r = 0; r < n_out; ++r) {
       const int64_t t = done + n - n_out + r;
-      if (t >= first_needed) std::copy(out + r * V, out + (r + 1) * V, logits_.begin() + (t - first_needed) * V);
+      if (t >= first_needed)
+        std::copy(out + r * V, out + (r + 1) * V, logits_.begin() + (t - first_needed) * V);
     }
     done += n;
   }

@@ -45,9 +45,9 @@ class Model {
 };
 
 struct SessionOptions {
-  int64_t n_ctx = 32768;     // positions the session can reach (max 262144)
-  int64_t n_batch = 512;     // tokens per forward pass in prefill
-  int n_threads = 0;         // <= 0: all cores
+  int64_t n_ctx = 32768;  // positions the session can reach (max 262144)
+  int64_t n_batch = 512;  // tokens per forward pass in prefill
+  int n_threads = 0;      // <= 0: all cores
   TensorType kv_type = TensorType::F16;
   uint64_t mem_budget = 16 * kGiB;
 };

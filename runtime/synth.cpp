@@ -43,13 +43,14 @@ int64_t block_of(TensorType t) { return type_traits(t).block_size; }
 // Weight type of one matrix, following llama.cpp's Q4_K_M idea for "q4_k": more bits for the
 // embedding / output and for ffn_down (and attn_v) of the first and last eighth and every third
 // layer in between; K-quants fall back to Q8_0 where the row is not a multiple of 256.
-TensorType matrix_type(TensorType base, const std::string& name, int layer, int n_layer, int64_t in) {
+TensorType matrix_type(TensorType base, const std::string& name, int layer, int n_layer,
+                       int64_t in) {
   TensorType t = base;
   if (base == TensorType::Q4_K) {
     const bool more_bits = layer >= 0 && (layer < n_layer / 8 || layer >= 7 * n_layer / 8 ||
                                           (layer - n_layer / 8) % 3 == 2);
-    const bool sensitive = name.find("ffn_down") != std::string::npos ||
-                           name.find("attn_v") != std::string::npos;
+    const bool sensitive =
+        name.find("ffn_down") != std::string::npos || name.find("attn_v") != std::string::npos;
     if (name == "token_embd.weight" || (sensitive && more_bits)) t = TensorType::Q6_K;
   }
   if (in % block_of(t) != 0) t = TensorType::Q8_0;
@@ -123,8 +124,9 @@ ModelConfig make_config(const std::string& name, const Dims& d) {
   c.embed_scale = std::sqrt(static_cast<float>(d.embd));
   const auto pattern = gemma4_sliding_pattern(d.layers, 6);
   for (int i = 0; i < d.layers; ++i) {
-    c.layers.push_back(pattern[i] ? layer(true, d.heads, d.kv_swa, d.hd_swa, d.ff, 10000.0f, false)
-                                  : layer(false, d.heads, d.kv_full, d.hd_full, d.ff, 1000000.0f, true));
+    c.layers.push_back(pattern[i]
+                           ? layer(true, d.heads, d.kv_swa, d.hd_swa, d.ff, 10000.0f, false)
+                           : layer(false, d.heads, d.kv_full, d.hd_full, d.ff, 1000000.0f, true));
   }
   // Proportional RoPE: the first quarter of the global layers' frequency pairs rotate.
   const int pairs = d.hd_full / 2;
@@ -148,8 +150,9 @@ bool parse_weight_type(const std::string& s, TensorType* out) {
   static const struct {
     const char* name;
     TensorType t;
-  } kTypes[] = {{"f32", TensorType::F32},   {"f16", TensorType::F16},    {"bf16", TensorType::BF16},
-                {"q8_0", TensorType::Q8_0}, {"q4_0", TensorType::Q4_0},  {"q4_k", TensorType::Q4_K},
+  } kTypes[] = {{"f32", TensorType::F32},     {"f16", TensorType::F16},
+                {"bf16", TensorType::BF16},   {"q8_0", TensorType::Q8_0},
+                {"q4_0", TensorType::Q4_0},   {"q4_k", TensorType::Q4_K},
                 {"q4_k_m", TensorType::Q4_K}, {"q6_k", TensorType::Q6_K}};
   std::string lower;
   for (char ch : s) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
@@ -188,9 +191,9 @@ void synth_fallback_tokenizer(int64_t n_vocab, GgufWriter& w) {
   for (char ch = ' '; ch <= '~'; ++ch) add(piece(ch), kNormal);
   // Merges that build a few common words letter by letter ("▁t h" -> "▁th", "▁th e" -> "▁the").
   std::vector<std::string> merges;
-  static const char* kWords[] = {" the", " and", " of", " to", " in", " is", " that", " it",
-                                 " for", " on", " with", " as", " was", "ing", "er", "ed",
-                                 " hello", " world", " model", " Gemma"};
+  static const char* kWords[] = {" the", " and", " of",    " to",    " in",    " is",   " that",
+                                 " it",  " for", " on",    " with",  " as",    " was",  "ing",
+                                 "er",   "ed",   " hello", " world", " model", " Gemma"};
   for (const char* word : kWords) {
     std::string prefix = piece(word[0]);
     for (size_t k = 1; word[k] && static_cast<int64_t>(tokens.size()) < n_vocab; ++k) {
@@ -248,7 +251,8 @@ void synth_model(const ModelConfig& config, const SynthOptions& o, GgufWriter& w
     const LayerConfig& l = c.layers[i];
     const std::string b = "blk." + std::to_string(i) + ".";
     const int64_t q = int64_t{l.n_head} * l.head_dim, kv = int64_t{l.n_head_kv} * l.head_dim;
-    const float u_e = std::sqrt(3.0f / E), u_q = std::sqrt(3.0f / q), u_f = std::sqrt(3.0f / l.n_ff);
+    const float u_e = std::sqrt(3.0f / E), u_q = std::sqrt(3.0f / q),
+                u_f = std::sqrt(3.0f / l.n_ff);
     const float qk = std::pow(static_cast<float>(l.head_dim), -0.25f);
     a.vec(b + "attn_norm.weight", E, 1.0f, 0.2f);
     a.matrix(b + "attn_q.weight", o.type, i, L, E, q, u_e);

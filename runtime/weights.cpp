@@ -18,10 +18,12 @@ std::string shape_str(const std::vector<int64_t>& s) {
 const GgufTensor& require(const GgufFile& f, const std::string& name,
                           const std::vector<int64_t>& shape) {
   const GgufTensor* t = f.find_tensor(name);
-  if (!t) throw Error(f.path() + ": tensor '" + name + "' is missing (expected shape " + shape_str(shape) + ")");
+  if (!t)
+    throw Error(f.path() + ": tensor '" + name + "' is missing (expected shape " +
+                shape_str(shape) + ")");
   if (t->shape != shape) {
-    throw Error(f.path() + ": tensor '" + name + "': expected shape " + shape_str(shape) + ", found " +
-                shape_str(t->shape));
+    throw Error(f.path() + ": tensor '" + name + "': expected shape " + shape_str(shape) +
+                ", found " + shape_str(t->shape));
   }
   return *t;
 }
@@ -29,14 +31,15 @@ const GgufTensor& require(const GgufFile& f, const std::string& name,
 Matrix matrix(const GgufFile& f, const std::string& name, int64_t in, int64_t out) {
   const GgufTensor& t = require(f, name, {in, out});
   if (!is_supported_weight_type(t.type)) {
-    throw Error(f.path() + ": tensor '" + name + "': type " + std::string(type_traits(t.type).name) +
+    throw Error(f.path() + ": tensor '" + name + "': type " +
+                std::string(type_traits(t.type).name) +
                 " is not supported (expected f32, f16, bf16, q8_0, q4_0, q4_K or q6_K)");
   }
   const int64_t bs = type_traits(t.type).block_size;
   if (in % bs != 0) {
     throw Error(f.path() + ": tensor '" + name + "': row length " + std::to_string(in) +
-                " is not a multiple of the " + std::string(type_traits(t.type).name) + " block size " +
-                std::to_string(bs));
+                " is not a multiple of the " + std::string(type_traits(t.type).name) +
+                " block size " + std::to_string(bs));
   }
   Matrix m;
   m.name = name;

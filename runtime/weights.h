@@ -35,8 +35,8 @@ struct LayerWeights {
   std::vector<float> post_attn_norm;  // [n_embd]
   std::vector<float> ffn_norm;        // [n_embd]
   Matrix ffn_gate, ffn_up, ffn_down;
-  std::vector<float> post_ffn_norm;   // [n_embd]
-  float out_scale = 1.0f;             // layer_output_scale, 1 when absent
+  std::vector<float> post_ffn_norm;  // [n_embd]
+  float out_scale = 1.0f;            // layer_output_scale, 1 when absent
 };
 
 struct ModelWeights {

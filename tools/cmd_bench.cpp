@@ -94,15 +94,17 @@ int run_bench(const BenchCmd& cmd) {
   std::mt19937 rng(1234);
 
   std::vector<Result> results;
-  if (cmd.n_prompt > 0) results.push_back({"pp" + std::to_string(cmd.n_prompt), cmd.n_prompt, 0, {}});
+  if (cmd.n_prompt > 0)
+    results.push_back({"pp" + std::to_string(cmd.n_prompt), cmd.n_prompt, 0, {}});
   if (cmd.n_gen > 0) results.push_back({"tg" + std::to_string(cmd.n_gen), 0, cmd.n_gen, {}});
   // Warm-up run (weights into the page cache and caches, plans built), as llama-bench does.
   if (cmd.n_prompt > 0) run_prompt(session, random_tokens(cmd.n_prompt, c.n_vocab, rng));
   if (cmd.n_gen > 0) run_gen(session, std::min(cmd.n_gen, 4), rng);
   for (int r = 0; r < cmd.reps; ++r) {
     for (Result& res : results) {
-      res.ts.push_back(res.n_prompt ? run_prompt(session, random_tokens(res.n_prompt, c.n_vocab, rng))
-                                    : run_gen(session, res.n_gen, rng));
+      res.ts.push_back(res.n_prompt
+                           ? run_prompt(session, random_tokens(res.n_prompt, c.n_vocab, rng))
+                           : run_gen(session, res.n_gen, rng));
     }
   }
   rusage ru{};
@@ -158,9 +160,10 @@ int run_bench(const BenchCmd& cmd) {
     std::printf("measured read bandwidth: %.2f GB/s\n", bw / 1e9);
     for (const Result& r : results) {
       if (!r.n_gen) continue;
-      std::printf("%s: %.2f GB/s of weights read = %.1f%% of the bandwidth roofline (roofline: %.2f t/s)\n",
-                  r.test.c_str(), r.mean() * bytes_per_token / 1e9,
-                  100.0 * r.mean() * bytes_per_token / bw, bw / bytes_per_token);
+      std::printf(
+          "%s: %.2f GB/s of weights read = %.1f%% of the bandwidth roofline (roofline: %.2f t/s)\n",
+          r.test.c_str(), r.mean() * bytes_per_token / 1e9, 100.0 * r.mean() * bytes_per_token / bw,
+          bw / bytes_per_token);
     }
   }
   return 0;
@@ -175,7 +178,8 @@ const bool registered = register_command(
           ->capture_default_str();
       app.add_option("-n,--n-gen", cmd->n_gen, "generated tokens (tg test; 0: skip)")
           ->capture_default_str();
-      app.add_option("-r,--repetitions", cmd->reps, "repetitions of each test")->capture_default_str();
+      app.add_option("-r,--repetitions", cmd->reps, "repetitions of each test")
+          ->capture_default_str();
       app.add_option("-o,--output", cmd->output, "md or json")->capture_default_str();
       app.add_flag("!--no-bandwidth", cmd->bandwidth, "skip the memory bandwidth measurement");
       run = [cmd] { return run_bench(*cmd); };

@@ -77,22 +77,23 @@ int run_chat(const ChatCmd& cmd) {
     std::fputs(out.flush().c_str(), stdout);
     std::fputs("\n", stdout);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::fprintf(stderr, "[%zu prompt + %d reply tokens in %.2f s, context %lld]\n", ids.size(), n, s,
-                 static_cast<long long>(session.n_past()));
+    std::fprintf(stderr, "[%zu prompt + %d reply tokens in %.2f s, context %lld]\n", ids.size(), n,
+                 s, static_cast<long long>(session.n_past()));
   }
   return 0;
 }
 
-const bool registered = register_command(
-    "chat", "Interactive multi-turn chat (keeps the KV cache between turns)",
-    [](CLI::App& app, std::function<int()>& run) {
-      auto cmd = std::make_shared<ChatCmd>();
-      cmd->model.add(app);
-      cmd->sampling.add(app);
-      app.add_option("--system", cmd->system, "system prompt");
-      app.add_option("-n,--n-predict", cmd->n_predict, "most tokens per reply")->capture_default_str();
-      run = [cmd] { return run_chat(*cmd); };
-    });
+const bool registered =
+    register_command("chat", "Interactive multi-turn chat (keeps the KV cache between turns)",
+                     [](CLI::App& app, std::function<int()>& run) {
+                       auto cmd = std::make_shared<ChatCmd>();
+                       cmd->model.add(app);
+                       cmd->sampling.add(app);
+                       app.add_option("--system", cmd->system, "system prompt");
+                       app.add_option("-n,--n-predict", cmd->n_predict, "most tokens per reply")
+                           ->capture_default_str();
+                       run = [cmd] { return run_chat(*cmd); };
+                     });
 
 }  // namespace
 }  // namespace qgemma

@@ -12,6 +12,7 @@
 #include "tools/command.h"
 #ifdef QGEMMA_HAVE_VULKAN
 #include "runtime/vulkan/device.h"
+#include "runtime/vulkan/ops.h"
 #endif
 
 namespace qgemma {
@@ -19,12 +20,29 @@ namespace {
 
 struct DevicesOptions {
   bool json = false;
+  int bandwidth_device = -1;  // measure this device's read bandwidth (-1: none)
+  int bandwidth_mib = 1024;
 };
 
 #ifdef QGEMMA_HAVE_VULKAN
 const char* yes_no(bool b) { return b ? "yes" : "no"; }
 
+int measure_bandwidth(const DevicesOptions& o) {
+  auto dev = vk::Device::open(o.bandwidth_device);
+  const double gbs = vk::read_bandwidth_gbs(*dev, static_cast<size_t>(o.bandwidth_mib) << 20, 5);
+  if (o.json) {
+    nlohmann::json j = {
+        {"index", dev->info().index}, {"name", dev->info().name}, {"read_bandwidth_gbs", gbs}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("[%u] %s: read bandwidth %.1f GB/s (%d MiB buffer, best of 5)\n", dev->info().index,
+                dev->info().name.c_str(), gbs, o.bandwidth_mib);
+  }
+  return 0;
+}
+
 int run_devices(const DevicesOptions& o) {
+  if (o.bandwidth_device >= 0) return measure_bandwidth(o);
   const auto devices = vk::list_devices();
   if (devices.empty()) {
     throw Error(
@@ -89,6 +107,10 @@ const bool registered = register_command(
     [](CLI::App& app, std::function<int()>& run) {
       auto opt = std::make_shared<DevicesOptions>();
       app.add_flag("--json", opt->json, "Print JSON");
+      app.add_option("--bandwidth", opt->bandwidth_device,
+                     "Measure the memory read bandwidth of device N (a shader reading a buffer)");
+      app.add_option("--bandwidth-mib", opt->bandwidth_mib, "Buffer size for --bandwidth")
+          ->capture_default_str();
       run = [opt] { return run_devices(*opt); };
     });
 

@@ -4,6 +4,13 @@
 #error "attention_avx512.cpp needs -mavx512f -mavx512bw -mf16c"
 #endif
 
+// GCC 12 reports the _mm512_undefined_*() operands inside its own intrinsic headers as
+// uninitialized (GCC bug 105593, fixed in GCC 13): silence that false positive for this file.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include <immintrin.h>
 
 #include "kernels/attention/attention_impl.h"

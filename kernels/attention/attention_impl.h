@@ -93,9 +93,10 @@ struct FlashAttnSimd {
       bytes[n++] = b;
     }
     void issue(int lines) {
-      for (; lines > 0 && cur < n; --lines) {
-        __builtin_prefetch(row[cur] + off, 0, 3);
-        off += 64;
+      while (lines > 0 && cur < n) {
+        const size_t end = std::min(bytes[cur], off + 64 * (size_t)lines);
+        lines -= (int)((end - off + 63) / 64);
+        for (; off < end; off += 64) __builtin_prefetch(row[cur] + off, 0, 3);
         if (off >= bytes[cur]) {
           off = 0;
           ++cur;
@@ -169,7 +170,7 @@ struct FlashAttnSimd {
     }
   }
 
-  // Row tiles of QK (kQkRows, then single rows) and PV (kPvRows, then halves down to 1).
+  // All rows of the chunk in register tiles of kQkRows (kPvRows), then 4, 2 and 1 rows.
   template <class E>
   static void qk_all(const Chunk& c, const E* const* krow, int d, float* sc, Prefetcher& pf) {
     int r = 0;

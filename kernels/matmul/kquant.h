@@ -29,9 +29,10 @@ namespace qgemma {
 namespace kquant_detail {
 
 // Q4_K's 12 packed bytes -> 8 six-bit scales and 8 six-bit mins, byte j = sub-block j.
-//   j < 4:  scale = s[j] & 63,                         min = s[j + 4] & 63
-//   j >= 4: scale = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4, min = (s[j + 4] >> 4) | (s[j] >> 6) <<
-//   4
+//   j < 4:  scale = s[j] & 63
+//           min   = s[j + 4] & 63
+//   j >= 4: scale = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4
+//           min   = (s[j + 4] >> 4) | (s[j] >> 6) << 4
 // Done on 32-bit words (little endian: byte j of a word is s[j + 4 * word]).
 static inline void q4_k_scales_mins(const uint8_t* s, uint64_t* scales, uint64_t* mins) {
   uint32_t a, b, c;

@@ -53,7 +53,7 @@ constexpr int64_t kGemvMaxRows = 8;
 TensorType vec_dot_type(TensorType wtype);
 bool matmul_supported(TensorType wtype);
 // Rows of N that a thread's [n0, n1) boundaries must be multiples of (8 for repacked types,
-// else 1).
+// else 1). For the repacked types, multiples of 32 keep the AVX-512 kernel's tiles full.
 int64_t matmul_row_granularity(TensorType wtype);
 
 // The variants of one weight type for one ISA; nullptr where there is none (the dispatcher

@@ -15,6 +15,8 @@
 
 #include <immintrin.h>
 
+#include <cstring>
+
 // GCC 12's AVX-512 headers build vectors from deliberately uninitialized _mm512_undefined_*()
 // values, which its own -Wuninitialized then reports at every inlined use.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -50,7 +52,9 @@ void q4_k_rows(const block_q4_K* w, const uint8_t* x, size_t ldx, int64_t nb, fl
   const __m512i idx[4] = {q4_k_scale_index<0>(), q4_k_scale_index<1>(), q4_k_scale_index<2>(),
                           q4_k_scale_index<3>()};
   __m512 acc[RB];
+  __m256 acc_min[RB];  // the min term, a separate chain so the two FMAs per block overlap
   for (int r = 0; r < RB; ++r) acc[r] = _mm512_setzero_ps();
+  for (int r = 0; r < RB; ++r) acc_min[r] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     prefetch_ahead(w + b);
     uint64_t sc, mn;
@@ -60,6 +64,9 @@ void q4_k_rows(const block_q4_K* w, const uint8_t* x, size_t ldx, int64_t nb, fl
     const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn8, mn8));  // m0 m0 m1 m1 ..
     __m512i isum[RB];
     for (int c = 0; c < 4; ++c) {
+      // 32 code bytes in both halves; the upper half shifted by 4: low nibbles (sub-block 2c)
+      // then high nibbles (2c + 1), matching 64 consecutive activations. (Splitting 64 bytes and
+      // regrouping with vshufi64x2 measured slower: port 5 is the busier one.)
       const __m256i q32 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * c));
       const __m512i q =
           _mm512_and_si512(_mm512_srlv_epi64(_mm512_broadcast_i64x4(q32), nibble_shift), m4);
@@ -70,17 +77,22 @@ void q4_k_rows(const block_q4_K* w, const uint8_t* x, size_t ldx, int64_t nb, fl
         isum[r] = c == 0 ? _mm512_madd_epi16(p, s) : _mm512_dpwssd_epi32(isum[r], p, s);
       }
     }
-    const float dw = f16(w[b].d), dm = f16(w[b].dmin);
+    // d and dmin are adjacent f16s: one 32-bit load and one conversion give [d, dmin].
+    uint32_t d_dmin;
+    std::memcpy(&d_dmin, &w[b].d, sizeof(d_dmin));
+    const __m128 dw_dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(d_dmin)));
     for (int r = 0; r < RB; ++r) {
       const block_q8_K& xb = xr[r][b];
       const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.bsums));
       const __m256 msum = _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins));
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r]), _mm512_set1_ps(dw * xb.d), acc[r]);
-      // Upper 8 lanes of the zero-extended min sums are 0: acc - 0 * scale leaves them as they are.
-      acc[r] = _mm512_fnmadd_ps(_mm512_zextps256_ps512(msum), _mm512_set1_ps(dm * xb.d), acc[r]);
+      const __m128 scale = _mm_mul_ps(dw_dm, _mm_set1_ps(xb.d));  // [d * xd, dmin * xd]
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r]), _mm512_broadcastss_ps(scale), acc[r]);
+      acc_min[r] = _mm256_fmadd_ps(msum, _mm256_broadcastss_ps(_mm_movehdup_ps(scale)), acc_min[r]);
     }
   }
-  for (int r = 0; r < RB; ++r) y[r * ldy] = _mm512_reduce_add_ps(acc[r]);
+  for (int r = 0; r < RB; ++r) {
+    y[r * ldy] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[r], _mm512_zextps256_ps512(acc_min[r])));
+  }
 }
 
 // int16 lane i of 64-element chunk C -> group 4C + i / 8 (each qword holds 4 equal lanes).

@@ -12,7 +12,8 @@ namespace qgemma::vk {
 namespace {
 
 View rows_view(const Buffer& arena, const MemoryPlan& plan, int t, const GraphTensor& gt) {
-  return View(arena, static_cast<size_t>(plan.offset[t]) * 4, static_cast<size_t>(gt.nfloats()) * 4);
+  return View(arena, static_cast<size_t>(plan.offset[t]) * 4,
+              static_cast<size_t>(gt.nfloats()) * 4);
 }
 
 }  // namespace
@@ -121,8 +122,9 @@ const float* VulkanBackend::run(const Graph& g, const MemoryPlan& plan, const in
   size_t q8_bytes = 0;
   for (const Node& n : g.nodes) {
     if (n.op == Op::MatMul && g.tensors[n.output].rows <= 8 && int_dot_supported(dev_, n.w->type)) {
-      q8_bytes = std::max(q8_bytes, q8_activation_bytes(static_cast<uint32_t>(n.w->in),
-                                                        static_cast<uint32_t>(g.tensors[n.output].rows)));
+      q8_bytes =
+          std::max(q8_bytes, q8_activation_bytes(static_cast<uint32_t>(n.w->in),
+                                                 static_cast<uint32_t>(g.tensors[n.output].rows)));
     }
   }
   if (q8_bytes) scratch(q8_, q8_bytes, "quantized activations");
@@ -132,8 +134,10 @@ const float* VulkanBackend::run(const Graph& g, const MemoryPlan& plan, const in
     const GraphTensor* ot = n.output >= 0 ? &g.tensors[n.output] : nullptr;
     const int64_t rows = ot ? ot->rows : 0, cols = ot ? ot->cols : 0;
     const View y = ot ? rows_view(arena_, plan, n.output, *ot) : View();
-    const View x = n.inputs.empty() ? View() : rows_view(arena_, plan, n.inputs[0], g.tensors[n.inputs[0]]);
-    const View x1 = n.inputs.size() > 1 ? rows_view(arena_, plan, n.inputs[1], g.tensors[n.inputs[1]]) : View();
+    const View x =
+        n.inputs.empty() ? View() : rows_view(arena_, plan, n.inputs[0], g.tensors[n.inputs[0]]);
+    const View x1 =
+        n.inputs.size() > 1 ? rows_view(arena_, plan, n.inputs[1], g.tensors[n.inputs[1]]) : View();
     const uint32_t R = static_cast<uint32_t>(rows), C = static_cast<uint32_t>(cols);
     switch (n.op) {
       case Op::Embed: {
@@ -218,10 +222,14 @@ const float* VulkanBackend::run(const Graph& g, const MemoryPlan& plan, const in
         break;
       case Op::LastRows: {
         const int64_t in_rows = g.tensors[n.inputs[0]].rows;
-        const View src(arena_, static_cast<size_t>(plan.offset[n.inputs[0]] + (in_rows - rows) * cols) * 4);
+        const View src(arena_,
+                       static_cast<size_t>(plan.offset[n.inputs[0]] + (in_rows - rows) * cols) * 4);
         rec.copy(src, y, static_cast<size_t>(rows * cols) * 4);
         break;
       }
+      default:
+        throw Error("Vulkan backend: graph op " + std::to_string(static_cast<int>(n.op)) +
+                    " has no shader yet");
     }
   }
   last_dispatches_ = rec.dispatches();
@@ -229,7 +237,8 @@ const float* VulkanBackend::run(const Graph& g, const MemoryPlan& plan, const in
   rec.submit_and_wait();
   const GraphTensor& out = g.tensors[g.output];
   out_.resize(out.nfloats());
-  dev_.download(arena_, static_cast<size_t>(plan.offset[g.output]) * 4, out_.data(), out_.size() * 4);
+  dev_.download(arena_, static_cast<size_t>(plan.offset[g.output]) * 4, out_.data(),
+                out_.size() * 4);
   return out_.data();
 }
 

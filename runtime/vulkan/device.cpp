@@ -446,12 +446,13 @@ Buffer Device::create_buffer(size_t bytes, MemoryKind kind, std::string_view wha
 
 void Device::upload(const Buffer& buf, size_t offset, const void* src, size_t bytes) {
   if (offset + bytes > buf.size()) throw Error("Vulkan: upload past the end of a buffer");
-  if (buf.mapped()) {
+  if (buf.mapped() && !force_staging_chunk_) {
     std::memcpy((char*)buf.mapped() + offset, src, bytes);
     return;
   }
   // Staging in chunks of at most 64 MiB.
-  const size_t chunk = std::min<size_t>(bytes, 64u << 20);
+  const size_t chunk =
+      std::min<size_t>(bytes, force_staging_chunk_ ? force_staging_chunk_ : 64u << 20);
   Buffer staging = create_buffer(chunk, MemoryKind::host, "an upload staging buffer");
   for (size_t done = 0; done < bytes; done += chunk) {
     const size_t n = std::min(chunk, bytes - done);
@@ -465,11 +466,12 @@ void Device::upload(const Buffer& buf, size_t offset, const void* src, size_t by
 
 void Device::download(const Buffer& buf, size_t offset, void* dst, size_t bytes) {
   if (offset + bytes > buf.size()) throw Error("Vulkan: download past the end of a buffer");
-  if (buf.mapped()) {
+  if (buf.mapped() && !force_staging_chunk_) {
     std::memcpy(dst, (const char*)buf.mapped() + offset, bytes);
     return;
   }
-  const size_t chunk = std::min<size_t>(bytes, 64u << 20);
+  const size_t chunk =
+      std::min<size_t>(bytes, force_staging_chunk_ ? force_staging_chunk_ : 64u << 20);
   Buffer staging = create_buffer(chunk, MemoryKind::host, "a download staging buffer");
   for (size_t done = 0; done < bytes; done += chunk) {
     const size_t n = std::min(chunk, bytes - done);
@@ -677,7 +679,8 @@ void Recorder::barrier() {
   mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
                      VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
   // Read-after-write and write-after-read/write between compute and transfer, either way.
-  const VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+  const VkPipelineStageFlags stages =
+      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
   vkCmdPipelineBarrier(cmd_, stages, stages, 0, 1, &mb, 0, nullptr, 0, nullptr);
   written_.clear();
   read_.clear();

@@ -129,6 +129,9 @@ class Device {
   // Host <-> buffer copies; through a staging buffer when `buf` is not host-visible.
   void upload(const Buffer& buf, size_t offset, const void* src, size_t bytes);
   void download(const Buffer& buf, size_t offset, void* dst, size_t bytes);
+  // Tests: take the staging path (discrete GPUs' path) even for host-visible buffers, in
+  // chunks of `chunk` bytes (0: back to normal).
+  void force_staging(size_t chunk) { force_staging_chunk_ = chunk; }
 
   // The pipeline for (module, spec constants), created once and kept for the device's life.
   const Pipeline& pipeline(std::string_view module, std::span<const uint32_t> spec,
@@ -160,6 +163,7 @@ class Device {
   VkPhysicalDeviceMemoryProperties memory_{};
   DeviceInfo info_;
   std::string cache_path_;
+  size_t force_staging_chunk_ = 0;
   std::mutex mutex_;  // guards pipelines_ and the queue
   std::map<std::string, std::unique_ptr<Pipeline>> pipelines_;
 };
@@ -184,7 +188,7 @@ class Recorder {
                 uint32_t gx, uint32_t gy = 1, uint32_t gz = 1);
   // Copies bytes between buffer ranges (with the same hazard tracking as dispatches).
   void copy(View src, View dst, size_t bytes);
-  void barrier();  // full compute memory barrier now
+  void barrier();          // full compute memory barrier now
   void submit_and_wait();  // runs what was recorded; the recorder can then record again
   Device& device() { return dev_; }
   uint32_t dispatches() const { return dispatches_; }

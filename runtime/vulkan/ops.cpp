@@ -1,6 +1,7 @@
 #include "runtime/vulkan/ops.h"
 
 #include <algorithm>
+#include <chrono>
 #include <string>
 
 #include "loader/error.h"
@@ -239,17 +240,20 @@ void flash_attn(Recorder& rec, const FlashAttnParams& a) {
   rec.dispatch(p, args, &push, sizeof push, a.n_q, a.n_head);
 }
 
-void kv_store(Recorder& rec, TensorType kv_type, View src, View slots, View cache,
-              uint32_t tokens, uint32_t n_kv_head, uint32_t head_dim, uint32_t stride_slot,
-              uint32_t stride_head, uint32_t src_stride) {
+void kv_store(Recorder& rec, TensorType kv_type, View src, View slots, View cache, uint32_t tokens,
+              uint32_t n_kv_head, uint32_t head_dim, uint32_t stride_slot, uint32_t stride_head,
+              uint32_t src_stride) {
   const char* op = "kv_store";
   if (!src_stride) src_stride = n_kv_head * head_dim;
-  require(kv_type == TensorType::F16 || kv_type == TensorType::Q8_0, op, "KV type must be F16 or Q8_0");
+  require(kv_type == TensorType::F16 || kv_type == TensorType::Q8_0, op,
+          "KV type must be F16 or Q8_0");
   require(head_dim % 32 == 0, op, "head_dim is not a multiple of 32");
-  require(stride_slot % 4 == 0 && stride_head % 4 == 0, op, "cache strides must be multiples of 4 bytes");
+  require(stride_slot % 4 == 0 && stride_head % 4 == 0, op,
+          "cache strides must be multiples of 4 bytes");
   require(row_size(kv_type, head_dim) % 4 == 0, op, "cache rows must be a multiple of 4 bytes");
   if (tokens == 0) return;
-  require_view(src, ((size_t)(tokens - 1) * src_stride + (size_t)n_kv_head * head_dim) * 4, op, "src");
+  require_view(src, ((size_t)(tokens - 1) * src_stride + (size_t)n_kv_head * head_dim) * 4, op,
+               "src");
   require_view(slots, (size_t)tokens * 4, op, "slots");
   const Pipeline& p = rec.device().pipeline(
       std::string("kv_store_") + (kv_type == TensorType::F16 ? "f16" : "q8_0"), {}, 3, 24);
@@ -406,6 +410,27 @@ void get_rows(Recorder& rec, TensorType t, View table, View ids, View y, uint32_
   const Arg args[] = {{table, false}, {ids, false}, {y, true}};
   rec.dispatch(p, args, &push, sizeof push, std::min<uint32_t>(ceil_div(n_cols / 4 + 1, 64), 64),
                tokens);
+}
+
+double read_bandwidth_gbs(Device& dev, size_t bytes, int reps) {
+  bytes = std::min<size_t>(bytes, dev.info().max_storage_buffer_range) & ~size_t(15);
+  require(bytes >= 16, "read_bandwidth", "buffer too small");
+  Buffer src = dev.create_buffer(bytes, MemoryKind::device, "the bandwidth probe");
+  const uint32_t groups = 4096;
+  Buffer dst = dev.create_buffer(groups * 256 * 4, MemoryKind::device, "the bandwidth probe");
+  const Pipeline& p = dev.pipeline("read_bandwidth", {}, 2, 4);
+  const uint32_t words = static_cast<uint32_t>(bytes / 16);
+  const Arg args[] = {{View(src), false}, {View(dst), true}};
+  double best = 0;
+  for (int r = 0; r <= reps; ++r) {  // the first pass warms up (pipeline, clocks)
+    Recorder rec(dev);
+    rec.dispatch(p, args, &words, 4, groups);
+    const auto t0 = std::chrono::steady_clock::now();
+    rec.submit_and_wait();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (r > 0) best = std::max(best, bytes / s / 1e9);
+  }
+  return best;
 }
 
 }  // namespace qgemma::vk

@@ -65,9 +65,9 @@ void flash_attn(Recorder& rec, const FlashAttnParams& a);
 // Stores src [tokens][n_kv_head * head_dim] (f32, src_stride floats per token; 0: packed) into
 // the cache rows of slots[t] (int32 [tokens]): F16, or Q8_0 exactly as quantize_row_q8_0_ref.
 // Row starts (slot * stride_slot + head * stride_head) must be multiples of 4 bytes.
-void kv_store(Recorder& rec, TensorType kv_type, View src, View slots, View cache,
-              uint32_t tokens, uint32_t n_kv_head, uint32_t head_dim, uint32_t stride_slot,
-              uint32_t stride_head, uint32_t src_stride = 0);
+void kv_store(Recorder& rec, TensorType kv_type, View src, View slots, View cache, uint32_t tokens,
+              uint32_t n_kv_head, uint32_t head_dim, uint32_t stride_slot, uint32_t stride_head,
+              uint32_t src_stride = 0);
 
 // ---- row ops (kernels/ops/ops.h) ----------------------------------------------------------
 // rows x n floats, contiguous; w: [n] or none. Per-head norms: n = head_dim, rows = heads.
@@ -98,5 +98,10 @@ void scale(Recorder& rec, View a, View y, uint32_t n, float s);
 // Formats: Q4_0, Q8_0, Q4_K, Q6_K, F16, BF16, F32.
 void get_rows(Recorder& rec, TensorType t, View table, View ids, View y, uint32_t n_cols,
               uint32_t tokens, float multiplier);
+
+// ---- measurement --------------------------------------------------------------------------
+// Device memory read bandwidth in GB/s (10^9 bytes/s): best of `reps` passes over a
+// device-local buffer of `bytes` (wall time of submit + wait, so use >= 256 MiB).
+double read_bandwidth_gbs(Device& dev, size_t bytes, int reps);
 
 }  // namespace qgemma::vk

@@ -28,7 +28,13 @@
 namespace qgemma {
 namespace {
 
-bool under_qemu() { return std::getenv("QGEMMA_SMALL_TESTS") != nullptr; }
+// Small mode (for qemu): QGEMMA_SMALL_TESTS=1, and the default on Arm unless QGEMMA_FULL_TESTS=1.
+bool under_qemu() {
+#if defined(__aarch64__)
+  if (std::getenv("QGEMMA_FULL_TESTS") == nullptr) return true;
+#endif
+  return std::getenv("QGEMMA_SMALL_TESTS") != nullptr;
+}
 
 // A weight matrix in `wtype` (repacked types are made from their plain type) and its dequantized
 // float values.
@@ -179,7 +185,8 @@ TEST_P(MatmulTest, RaggedShapesAllVariants) {
   if (gran == 8) {
     nk = {{8, 32}, {24, 96}, {40, 288}, {136, 544}};
   } else {
-    nk = {{1, kb}, {3, 3 * kb}, {17, 9 * kb}, {33, 17 * kb}};
+    nk = {{1, kb}, {3, 3 * kb}, {17, 9 * kb}};
+    if (!under_qemu() || kb == 32) nk.push_back({33, 17 * kb});
     if (kb == 1) nk = {{1, 1}, {3, 7}, {17, 37}, {33, 544}};
   }
   const int64_t rows[] = {1, 2, 3, 4, 5, 7, 8, 9, 13};

@@ -122,8 +122,8 @@ struct Expected {
   std::vector<double> y, tol;
 };
 
-Expected dequantized_product(TensorType t, const std::vector<uint8_t>& w, const Q8K& x,
-                             int64_t N, int64_t K, int64_t R, int64_t stride = 1) {
+Expected dequantized_product(TensorType t, const std::vector<uint8_t>& w, const Q8K& x, int64_t N,
+                             int64_t K, int64_t R, int64_t stride = 1) {
   Expected e;
   e.y.assign(R * N, 0.0);
   e.tol.assign(R * N, -1.0);
@@ -200,15 +200,14 @@ void expect_close(const std::vector<float>& got, const Expected& want, const std
   }
 }
 
-void check_shape(TensorType t, int64_t N, int64_t K, int64_t R, uint32_t seed,
-                 int64_t stride = 1) {
+void check_shape(TensorType t, int64_t N, int64_t K, int64_t R, uint32_t seed, int64_t stride = 1) {
   std::mt19937 rng(seed);
   const std::vector<uint8_t> w = random_weights(t, N, K, rng);
   const Q8K x = quantize_activations(random_activations(R, K, rng), R, K, /*pad=*/R > 1 ? 64 : 0);
   const Expected want = dequantized_product(t, w, x, N, K, R, stride);
   for (const Variant& v : variants(t)) {
-    const std::string what = std::string(type_traits(t).name) + " " + v.name + " N=" +
-                             std::to_string(N) + " K=" + std::to_string(K) +
+    const std::string what = std::string(type_traits(t).name) + " " + v.name +
+                             " N=" + std::to_string(N) + " K=" + std::to_string(K) +
                              " R=" + std::to_string(R);
     expect_close(run(v.fn, w, x, N, K, R, N / 3), want, what);
   }
@@ -230,10 +229,10 @@ TEST_P(KQuantMatmul, EveryIsaHasAKernel) {
 
 // GEMV batches: R = 1..8, ragged N, K from one block to the 12B's FFN width.
 TEST_P(KQuantMatmul, GemvMatchesReference) {
-  const std::vector<int64_t> Ks =
-      kUnderEmulation ? std::vector<int64_t>{256, 512, 3840} : std::vector<int64_t>{256, 512, 3840, 15360};
-  const std::vector<int64_t> Ns = kUnderEmulation ? std::vector<int64_t>{1, 7, 13}
-                                                  : std::vector<int64_t>{1, 7, 13, 100};
+  const std::vector<int64_t> Ks = kUnderEmulation ? std::vector<int64_t>{256, 512, 3840}
+                                                  : std::vector<int64_t>{256, 512, 3840, 15360};
+  const std::vector<int64_t> Ns =
+      kUnderEmulation ? std::vector<int64_t>{1, 7, 13} : std::vector<int64_t>{1, 7, 13, 100};
   uint32_t seed = 1;
   for (int64_t K : Ks) {
     for (int64_t N : Ns) {

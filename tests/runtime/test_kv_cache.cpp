@@ -68,7 +68,8 @@ TEST(KvCache, StoresF16AndQ8_0Rows) {
     std::vector<float> back(hd);
     for (int t2 = 0; t2 < 3; ++t2) {
       for (int h = 0; h < c.layers[layer].n_head_kv; ++h) {
-        const auto* row = static_cast<const uint8_t*>(a.v) + (pos[t2] * a.v_stride_slot + h * a.v_stride_head);
+        const auto* row =
+            static_cast<const uint8_t*>(a.v) + (pos[t2] * a.v_stride_slot + h * a.v_stride_head);
         dequantize_row(t, row, back.data(), hd);
         for (int d = 0; d < hd; ++d) {
           EXPECT_NEAR(back[d], v[t2 * dim + h * hd + d], t == TensorType::F16 ? 1e-3 : 1e-2);

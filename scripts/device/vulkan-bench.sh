@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Real-GPU check of the Vulkan backend (issue "Vulkan compute backend", item 5), for the lent
+# NVIDIA device machine (see the device tool's README). Prints:
+#   1. `qgemma devices` (the GPU must be listed, type discrete) and its measured read bandwidth;
+#   2. the shader tests (tests/vulkan) run on the GPU instead of lavapipe;
+#   3. `qgemma bench --backend vulkan -p 512 -n 128` on the synthetic 12B Q4_0 and decode's
+#      fraction of the measured bandwidth (bytes of weights per token / bandwidth).
+#
+# Assumptions (the device machine has no compiler toolchain we rely on, and no network):
+#   - BUILD_DIR (default build-device) is an x86-64 Release build made on the workstation and
+#     carried to the machine (`carry: ["build-device", ".gl"]`), configured with
+#     -DQGEMMA_VULKAN=ON -DQGEMMA_NATIVE=OFF so it runs on the machine's CPU;
+#   - .gl/ holds the Vulkan loader debs (libvulkan1 ...), downloaded once on the workstation as
+#     the device README says; they are unpacked here when no libvulkan is installed;
+#   - the NVIDIA driver's ICD json is under /usr/local/nvidia (else set VK_DRIVER_FILES).
+# Step 3 needs `qgemma bench --backend vulkan` (runtime integration of runtime/vulkan/backend.h
+# into Session); until that exists the script says so and stops after step 2.
+#
+# Usage (from the repository root on the device machine):
+#   scripts/device/vulkan-bench.sh [BUILD_DIR] [WORK_DIR]
+# Output files (bench JSON, logs) go to $OUT when set (the device tool's result folder).
+set -uo pipefail
+
+BUILD_DIR=${1:-build-device}
+WORK_DIR=${2:-/tmp/qgemma-vk}
+RESULTS=${OUT:-$WORK_DIR}
+QGEMMA="$BUILD_DIR/tools/qgemma"
+mkdir -p "$WORK_DIR" "$RESULTS"
+
+die() { echo "vulkan-bench: $*" >&2; exit 1; }
+
+[ -x "$QGEMMA" ] || die "no $QGEMMA: carry an x86-64 build (cmake -B $BUILD_DIR -DQGEMMA_VULKAN=ON -DQGEMMA_NATIVE=OFF)"
+
+# --- Vulkan loader and NVIDIA driver ---------------------------------------------------------
+if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
+  ls .gl/*.deb >/dev/null 2>&1 || die "no libvulkan.so.1 and no .gl/*.deb to unpack (see the device README)"
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
+if [ -z "${VK_DRIVER_FILES:-}" ]; then
+  for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json \
+             /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json; do
+    if [ -f "$icd" ]; then export VK_DRIVER_FILES="$icd"; break; fi
+  done
+fi
+[ -n "${VK_DRIVER_FILES:-}" ] || die "no NVIDIA Vulkan ICD json found; set VK_DRIVER_FILES"
+export VK_ICD_FILENAMES="$VK_DRIVER_FILES"  # older loaders read this name
+export __EGL_VENDOR_LIBRARY_FILENAMES=${__EGL_VENDOR_LIBRARY_FILENAMES:-/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json}
+export XDG_CACHE_HOME="$WORK_DIR/cache"  # pipeline cache
+echo "VK_DRIVER_FILES=$VK_DRIVER_FILES"
+nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv 2>/dev/null || true
+
+# --- 1. devices and bandwidth ---------------------------------------------------------------
+"$QGEMMA" devices | tee "$RESULTS/devices.txt" || die "qgemma devices failed (loader / driver problem)"
+"$QGEMMA" devices --json > "$RESULTS/devices.json"
+DEV=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(next(x["index"] for x in d if x["default"]))' "$RESULTS/devices.json")
+TYPE=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d[int(sys.argv[2])]["type"])' "$RESULTS/devices.json" "$DEV")
+[ "$TYPE" = discrete ] || echo "vulkan-bench: WARNING: default device $DEV is '$TYPE', not the GPU"
+export QGEMMA_VK_DEVICE=$DEV
+BW_JSON=$("$QGEMMA" devices --bandwidth "$DEV" --bandwidth-mib 2048 --json) || die "bandwidth probe failed"
+echo "$BW_JSON" | tee "$RESULTS/bandwidth.json"
+BW=$(echo "$BW_JSON" | python3 -c 'import json,sys; print(json.load(sys.stdin)["read_bandwidth_gbs"])')
+echo "measured read bandwidth: $BW GB/s"
+
+# --- 2. shader tests on the GPU ----------------------------------------------------------------
+status=0
+for t in "$BUILD_DIR"/tests/vulkan_test_*; do
+  [ -x "$t" ] || continue
+  echo "== $(basename "$t")"
+  "$t" --gtest_brief=1 2>&1 | tee -a "$RESULTS/vulkan-tests.log" | tail -3 || status=1
+done
+
+# --- 3. 12B Q4_0 bench -------------------------------------------------------------------------
+if ! "$QGEMMA" bench --help 2>&1 | grep -q -- '--backend'; then
+  echo "vulkan-bench: this qgemma's bench has no --backend option yet (the runtime integration of"
+  echo "runtime/vulkan/backend.h is missing); stopping after the device and shader checks."
+  exit $status
+fi
+MODEL="$WORK_DIR/gemma4-12b-q4_0.gguf"
+if [ ! -f "$MODEL" ]; then
+  echo "synthesizing $MODEL (about 7 GB) ..."
+  "$QGEMMA" synth --preset 12b --type q4_0 -o "$MODEL" || die "synth failed"
+fi
+MODEL_BYTES=$(stat -c %s "$MODEL")
+"$QGEMMA" bench -m "$MODEL" --backend vulkan -p 512 -n 128 -r 3 -o json | tee "$RESULTS/bench.json" \
+  || die "qgemma bench --backend vulkan failed"
+# Decode reads every weight once per token (the tied embedding is the output head, so the file
+# size is the bytes per token, up to the small norm vectors).
+python3 - "$RESULTS/bench.json" "$MODEL_BYTES" "$BW" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))  # llama-bench style: a list of {n_prompt, n_gen, avg_ts, ...}
+file_bytes, bw = float(sys.argv[2]), float(sys.argv[3])
+for r in rows:
+    ts = float(r["avg_ts"])
+    test = f"pp{r['n_prompt']}" if r.get("n_prompt") else f"tg{r['n_gen']}"
+    line = f"{test} ({r.get('backend', '?')}): {ts:.2f} tok/s"
+    if r.get("n_gen"):
+        per_token = float(r.get("model_size", file_bytes))
+        frac = ts * per_token / (bw * 1e9)
+        line += (f" -> decode reads {ts * per_token / 1e9:.0f} GB/s = {100 * frac:.1f}% of the"
+                 f" measured {bw:.0f} GB/s (target >= 70%)")
+    print(line)
+PY
+exit $status
