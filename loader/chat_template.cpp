@@ -12,6 +12,21 @@ constexpr std::string_view kTurnClose = "<turn|>\n";
 bool is_system(std::string_view role) { return role == "system" || role == "developer"; }
 bool is_model(std::string_view role) { return role == "assistant" || role == "model"; }
 
+// The template's strip_thinking: drops "<|channel>...<channel|>" (thought channels) from a
+// model message, keeping the text around them.
+std::string strip_thinking(std::string_view text) {
+  std::string out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    const size_t end = text.find("<channel|>", pos);
+    const std::string_view part = text.substr(pos, end == text.npos ? text.npos : end - pos);
+    out.append(part.substr(0, part.find("<|channel>")));
+    if (end == text.npos) break;
+    pos = end + std::string_view("<channel|>").size();
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string_view trim_whitespace(std::string_view s) {
@@ -45,7 +60,7 @@ std::string format_gemma4_chat(std::span<const ChatMessage> messages, const Chat
     const bool continues = model && i > first && is_model(messages[i - 1].role);
     const bool continued = model && i + 1 < messages.size() && is_model(messages[i + 1].role);
     if (!continues) out.append(kTurnOpen).append(model ? "model" : m.role).append("\n");
-    out.append(trim_whitespace(m.content));
+    out.append(model ? trim_whitespace(strip_thinking(m.content)) : trim_whitespace(m.content));
     if (!continued) out.append(kTurnClose);
   }
   if (opts.add_generation_prompt) {

@@ -10,10 +10,11 @@
 //
 // Roles: "system" / "developer" (only as the first message), "user", "assistant" / "model"
 // (rendered as "model"). Message texts are trimmed of surrounding whitespace like the template's
-// `| trim`. Consecutive assistant messages form one model turn (contents concatenated), as in
-// the real template. The rendered text contains control tokens: encode it with
-// parse_special = true. <bos> is not part of the text unless ChatOptions::bos_text is set:
-// Tokenizer::encode(text, add_bos = true) adds it as an id.
+// `| trim`; thought channels ("<|channel>...<channel|>") are removed from model messages.
+// Consecutive assistant messages form one model turn (contents concatenated), as in the real
+// template. The rendered text contains control tokens: encode it with parse_special = true. <bos>
+// is not part of the text unless ChatOptions::bos_text is set: Tokenizer::encode(text, add_bos =
+// true) adds it as an id.
 #pragma once
 
 #include <span>

@@ -1,11 +1,16 @@
 #include "runtime/session.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <string>
 
 #include "loader/error.h"
 #include "loader/gguf.h"
+#include "kernels/matmul/matmul.h"
 #include "runtime/gemma4.h"
 #include "runtime/threadpool.h"
 
@@ -49,13 +54,52 @@ std::string format_bytes(uint64_t b) {
 }
 
 std::unique_ptr<Model> Model::load(const std::string& path,
-                                   const std::function<void(uint64_t, uint64_t)>& progress) {
+                                   const std::function<void(uint64_t, uint64_t)>& progress,
+                                   bool repack) {
   std::unique_ptr<Model> m(new Model);
   m->file_ = GgufFile::open(path);
   m->config_ = ModelConfig::from_gguf(*m->file_);
   m->weights_ = ModelWeights::load(*m->file_, m->config_);
-  if (progress && m->file_->file_size() >= (256ull << 20)) prefault(*m->file_, progress);
+  const bool large = m->file_->file_size() >= (256ull << 20);
+  if (repack) {
+    m->repack_matrices(large ? progress : nullptr);
+  } else if (progress && large) {
+    prefault(*m->file_, progress);
+  }
   return m;
+}
+
+// Repacks each Q4_0 / Q8_0 layer matrix (token_embd stays: rows are gathered from it) into an
+// owned buffer, then drops the file pages it came from, so resident memory holds one copy.
+void Model::repack_matrices(const std::function<void(uint64_t, uint64_t)>& progress) {
+  std::vector<Matrix*> todo;
+  for (LayerWeights& l : weights_.layers) {
+    for (Matrix* mt : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) {
+      if (mt->data && should_repack(mt->type, mt->out, mt->in)) todo.push_back(mt);
+    }
+  }
+  uint64_t total = 0, done = 0;
+  for (const Matrix* mt : todo) total += mt->nbytes();
+  ThreadPool& pool = ThreadPool::global();
+  const long page = sysconf(_SC_PAGESIZE);
+  for (Matrix* mt : todo) {
+    const size_t n = mt->nbytes();
+    uint8_t* dst = static_cast<uint8_t*>(std::aligned_alloc(64, (n + 63) / 64 * 64));
+    if (!dst) throw Error("out of memory repacking '" + mt->name + "' (" + format_bytes(n) + ")");
+    repacked_.emplace_back(dst, std::free);
+    const Matrix src = *mt;
+    pool.parallel_range(src.out, 8, [&](int64_t r0, int64_t r1, int) {
+      repack_rows(src.type, src.data, dst, src.in, r0, r1);
+    });
+    // The source pages are no longer needed: let the kernel drop them from this process.
+    const uintptr_t b = (reinterpret_cast<uintptr_t>(src.data) + page - 1) / page * page;
+    const uintptr_t e = (reinterpret_cast<uintptr_t>(src.data) + n) / page * page;
+    if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+    mt->type = repacked_type(src.type);
+    mt->data = dst;
+    done += n;
+    if (progress) progress(done, total);
+  }
 }
 
 Model::~Model() = default;

@@ -29,8 +29,11 @@ class Model {
  public:
   // Maps the file, reads the config and checks every tensor. `progress(done, total)` is called
   // while the weights are read into memory (page cache) when the file is large (>= 256 MiB).
+  // Q4_0 / Q8_0 matrices are repacked into the interleaved layouts the fastest kernels read
+  // when this CPU has them (repack = false keeps the file's layout, for comparisons).
   static std::unique_ptr<Model> load(const std::string& path,
-                                     const std::function<void(uint64_t, uint64_t)>& progress = {});
+                                     const std::function<void(uint64_t, uint64_t)>& progress = {},
+                                     bool repack = true);
   ~Model();
 
   const GgufFile& file() const { return *file_; }
@@ -39,7 +42,10 @@ class Model {
 
  private:
   Model() = default;
+  void repack_matrices(const std::function<void(uint64_t, uint64_t)>& progress);
+
   std::unique_ptr<GgufFile> file_;
+  std::vector<std::unique_ptr<uint8_t[], void (*)(void*)>> repacked_;  // owned repacked weights
   ModelConfig config_;
   ModelWeights weights_;
 };

@@ -86,7 +86,7 @@ std::string params_str(int64_t n) {
 }
 
 int run_bench(const BenchCmd& cmd) {
-  auto model = load_model_with_progress(cmd.model.model);
+  auto model = load_model_with_progress(cmd.model);
   const ModelConfig& c = model->config();
   SessionOptions so = cmd.model.session();
   so.n_ctx = std::max<int64_t>(std::max(cmd.n_prompt, cmd.n_gen) + 1, 16);

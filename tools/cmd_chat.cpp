@@ -26,7 +26,7 @@ struct ChatCmd {
 };
 
 int run_chat(const ChatCmd& cmd) {
-  auto model = load_model_with_progress(cmd.model.model);
+  auto model = load_model_with_progress(cmd.model);
   const Tokenizer tok = Tokenizer::from_gguf(model->file());
   Session session(*model, cmd.model.session());
   Sampler sampler(cmd.sampling.p);

@@ -207,6 +207,13 @@ KvEstimate estimate_kv(const GgufFile& f, const std::string& arch, int64_t ctx) 
   const std::string pattern_key = p + "attention.sliding_window_pattern";
   std::vector<bool> sliding = sliding_layers(f, pattern_key, *n_layer);
   if (window <= 0) std::fill(sliding.begin(), sliding.end(), false);
+  constexpr int64_t kMaxDim = int64_t{1} << 30;
+  for (int64_t x : {*k_len, v_len, k_len_swa, v_len_swa}) {
+    if (x < 0 || x > kMaxDim) {
+      e.note = "no KV-cache estimate: head size " + std::to_string(x) + " is out of range";
+      return e;
+    }
+  }
   e.shared_layers =
       std::clamp<int64_t>(f.get_int_opt(p + "attention.shared_kv_layers").value_or(0), 0, *n_layer);
 
@@ -215,8 +222,8 @@ KvEstimate estimate_kv(const GgufFile& f, const std::string& arch, int64_t ctx) 
     const bool swa = sliding[il];
     const int64_t dims = swa ? k_len_swa + v_len_swa : *k_len + v_len;
     const int64_t positions = swa ? std::min(ctx, window) : ctx;
-    if (kv_heads[il] < 0 || dims < 0) {
-      e.note = "no KV-cache estimate: negative head count or head size";
+    if (kv_heads[il] < 0) {
+      e.note = "no KV-cache estimate: negative KV head count";
       return e;
     }
     uint64_t b = 0;

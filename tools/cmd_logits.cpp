@@ -39,7 +39,7 @@ std::vector<int32_t> parse_ids(const std::string& s) {
 }
 
 int run_logits(const LogitsCmd& cmd) {
-  auto model = load_model_with_progress(cmd.model.model);
+  auto model = load_model_with_progress(cmd.model);
   std::vector<int32_t> ids;
   if (!cmd.tokens.empty()) {
     ids = parse_ids(cmd.tokens);

@@ -32,7 +32,7 @@ double seconds_since(Clock::time_point t0) {
 }
 
 int run_run(const RunCmd& cmd) {
-  auto model = load_model_with_progress(cmd.model.model);
+  auto model = load_model_with_progress(cmd.model);
   const Tokenizer tok = Tokenizer::from_gguf(model->file());
   std::string text = cmd.prompt;
   const bool chat = cmd.chat_template || !cmd.raw;

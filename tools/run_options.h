@@ -21,6 +21,7 @@ struct ModelOptions {
   int threads = 0;
   std::string kv_type = "f16";
   double mem_budget_gib = 16.0;
+  bool repack = true;
 
   void add(CLI::App& app) {
     app.add_option("-m,--model", model, "GGUF file (architecture gemma4)")->required();
@@ -29,6 +30,7 @@ struct ModelOptions {
     app.add_option("-t,--threads", threads, "threads (0: all cores)")->capture_default_str();
     app.add_option("--kv-type", kv_type, "KV cache type: f16 or q8_0")->capture_default_str();
     app.add_option("--mem-budget", mem_budget_gib, "memory budget in GiB")->capture_default_str();
+    app.add_flag("!--no-repack", repack, "keep Q4_0/Q8_0 weights in the file's layout");
   }
 
   SessionOptions session() const {
@@ -62,7 +64,8 @@ struct SamplingOptions {
 };
 
 // Loads a model, drawing a progress bar on stderr while a large file is read.
-inline std::unique_ptr<Model> load_model_with_progress(const std::string& path) {
+inline std::unique_ptr<Model> load_model_with_progress(const ModelOptions& opts) {
+  const std::string& path = opts.model;
   int last = -1;
   auto m = Model::load(path, [&](uint64_t done, uint64_t total) {
     const int pct = static_cast<int>(100 * done / total);
@@ -73,7 +76,7 @@ inline std::unique_ptr<Model> load_model_with_progress(const std::string& path) 
                  "=========================", 25 - bar, "", pct);
     if (done == total) std::fprintf(stderr, "\n");
     std::fflush(stderr);
-  });
+  }, opts.repack);
   return m;
 }
 

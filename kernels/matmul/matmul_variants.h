@@ -61,6 +61,8 @@ void gemv_bf16_f32_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
 // ---- NEON (dotprod, fp16) ----------------------------------------------------------------------
 void gemv_q4_0_q8_0_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemv_q8_0_q8_0_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q4_0x8_q8_0_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q8_0x8_q8_0_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
 #endif
 
 }  // namespace qgemma

@@ -123,12 +123,15 @@ void matmul_x8(const MatmulArgs& a, int64_t n0, int64_t n1) {
   const int64_t nb = a.K / QK8_0;
   const auto* w = static_cast<const Block*>(a.w);
   const auto* x = static_cast<const uint8_t*>(a.x);
-  const int64_t row_bytes = nb * static_cast<int64_t>(sizeof(Block)) / 8;
-  const int64_t n_block = std::max<int64_t>(8, kL2Target / row_bytes / 8 * 8);
   alignas(32) ActPrep prep;
   const block_q8_0* xr[kMaxRB];
   for (int64_t kc = 0; kc < nb; kc += kChunk) {
     const int64_t kn = std::min(kChunk, nb - kc);
+    // One activation tile (GEMV): stream all of [n0, n1) once. Several tiles (GEMM): N blocks of
+    // about kL2Target bytes of this chunk's weights, reused from L2 by every tile.
+    const int64_t chunk_row_bytes = kn * static_cast<int64_t>(sizeof(Block)) / 8;
+    const int64_t n_block =
+        a.R <= kMaxRB ? n1 - n0 : std::max<int64_t>(8, kL2Target / chunk_row_bytes / 8 * 8);
     for (int64_t nbeg = n0; nbeg < n1; nbeg += n_block) {
       const int64_t nend = std::min(n1, nbeg + n_block);
       for (int64_t r0 = 0; r0 < a.R; r0 += kMaxRB) {

@@ -1,19 +1,19 @@
 // AVX-512 VNNI GEMV/GEMM for the repacked Q4_0x8 and Q8_0x8 layouts against Q8_0 activations.
 //
 // Register layout ("outer product"): one zmm holds 16 weight rows (two 8-row groups) x one 4-byte
-// chunk of a block; vpdpbusd with the activation's matching 4 bytes broadcast to all lanes gives
-// 16 partial dot products, one per weight row, so a block's 8 (Q4: 4 low + 4 high nibble
-// vectors) or 8 (Q8) vpdpbusd leave the full 32-element integer dot product of 16 rows in 16
-// lanes: no horizontal sums. Per block and activation row: 8 vpdpbusd, one int->float convert,
-// one scale multiply, one FMA.
+// chunk of a block; vpdpbusd with the activation's matching 4 bytes broadcast to all lanes adds
+// 16 partial dot products, one per weight row, so after a block's 8 chunks each lane holds the
+// full 32-element integer dot product of its row: no horizontal sums. Per block and activation
+// row, for 32 weight rows: 16 vpdpbusd, 2 int->float converts, 2 scale multiplies, 2 FMAs.
 //
 // vpdpbusd multiplies unsigned by signed bytes, so weights enter as unsigned (Q4: the nibble
 // 0..15 = q + 8; Q8: q ^ 0x80 = q + 128) and the accumulator starts at -offset * sum(x) for the
 // activation block (precomputed per activation row and block, in a stack buffer per K chunk).
 //
-// Tiling: K chunks of kChunk blocks (stack buffers), N blocks that fit L2, activation tiles of up
-// to 8 rows, micro-kernel = 16 weight rows x RB activation rows over the chunk. For R <= 8 there
-// is a single activation tile, so the weights are read once (GEMV).
+// Tiling: K chunks of kChunk blocks (stack buffers), N blocks of ~512 KiB of weights (L2),
+// activation tiles of up to kMaxRB rows, micro-kernel = 32 weight rows x RB activation rows over
+// the chunk. For R <= kMaxRB there is a single activation tile, so the weights stream once (GEMV);
+// larger R re-reads each N block from L2 per activation tile (GEMM).
 #if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VL__) || \
     !defined(__AVX512VNNI__)
 #error "matmul_x8_avx512.cpp needs -mavx512f -mavx512bw -mavx512vl -mavx512vnni"
@@ -160,12 +160,15 @@ void matmul_x8(const MatmulArgs& a, int64_t n0, int64_t n1) {
   const int64_t nb = a.K / QK8_0;
   const auto* w = static_cast<const Block*>(a.w);  // group g starts at w + g * nb
   const auto* x = static_cast<const uint8_t*>(a.x);
-  const int64_t row_bytes = nb * static_cast<int64_t>(sizeof(Block)) / 8;
-  const int64_t n_block = std::max<int64_t>(32, kL2Target / row_bytes / 32 * 32);
   alignas(64) ActPrep prep;
   const block_q8_0* xr[kMaxRB];
   for (int64_t kc = 0; kc < nb; kc += kChunk) {
     const int64_t kn = std::min(kChunk, nb - kc);
+    // One activation tile (GEMV): stream all of [n0, n1) once. Several tiles (GEMM): N blocks of
+    // about kL2Target bytes of this chunk's weights, reused from L2 by every tile.
+    const int64_t chunk_row_bytes = kn * static_cast<int64_t>(sizeof(Block)) / 8;
+    const int64_t n_block =
+        a.R <= kMaxRB ? n1 - n0 : std::max<int64_t>(32, kL2Target / chunk_row_bytes / 32 * 32);
     for (int64_t nbeg = n0; nbeg < n1; nbeg += n_block) {
       const int64_t nend = std::min(n1, nbeg + n_block);
       for (int64_t r0 = 0; r0 < a.R; r0 += kMaxRB) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "kernels/matmul/matmul.h"
 #include "kernels/ops/ops.h"
 #include "loader/error.h"
 #include "runtime/vulkan/ops.h"
@@ -10,6 +11,12 @@
 
 namespace qgemma::vk {
 namespace {
+
+TensorType plain_type(TensorType t) {
+  if (t == TensorType::Q4_0x8) return TensorType::Q4_0;
+  if (t == TensorType::Q8_0x8) return TensorType::Q8_0;
+  return t;
+}
 
 View rows_view(const Buffer& arena, const MemoryPlan& plan, int t, const GraphTensor& gt) {
   return View(arena, static_cast<size_t>(plan.offset[t]) * 4,
@@ -62,6 +69,18 @@ const Buffer& VulkanBackend::weight(const void* data, size_t bytes, const char* 
   Buffer b = dev_.create_buffer(bytes, MemoryKind::device, name);
   dev_.upload(b, 0, data, bytes);
   return weights_.emplace(data, std::move(b)).first->second;
+}
+
+// The GPU reads the file's layouts: matrices the CPU loader repacked (Q4_0x8, Q8_0x8) are
+// unpacked once on upload (load with repack = false to skip both steps).
+const Buffer& VulkanBackend::matrix(const Matrix& m) {
+  const TensorType plain = plain_type(m.type);
+  if (plain == m.type || weights_.count(m.data)) return weight(m.data, m.nbytes(), m.name.c_str());
+  std::vector<uint8_t> rows(m.nbytes());
+  unpack_rows(m.type, m.data, rows.data(), m.in, 0, m.out);
+  Buffer b = dev_.create_buffer(rows.size(), MemoryKind::device, m.name);
+  dev_.upload(b, 0, rows.data(), rows.size());
+  return weights_.emplace(m.data, std::move(b)).first->second;
 }
 
 Buffer& VulkanBackend::scratch(Buffer& b, size_t bytes, const char* what) {
@@ -121,7 +140,8 @@ const float* VulkanBackend::run(const Graph& g, const MemoryPlan& plan, const in
   // reference it would be a use-after-free on the GPU.
   size_t q8_bytes = 0;
   for (const Node& n : g.nodes) {
-    if (n.op == Op::MatMul && g.tensors[n.output].rows <= 8 && int_dot_supported(dev_, n.w->type)) {
+    if (n.op == Op::MatMul && g.tensors[n.output].rows <= 8 &&
+        int_dot_supported(dev_, plain_type(n.w->type))) {
       q8_bytes =
           std::max(q8_bytes, q8_activation_bytes(static_cast<uint32_t>(n.w->in),
                                                  static_cast<uint32_t>(g.tensors[n.output].rows)));
@@ -142,7 +162,7 @@ const float* VulkanBackend::run(const Graph& g, const MemoryPlan& plan, const in
     switch (n.op) {
       case Op::Embed: {
         const Matrix& w = *n.w;
-        get_rows(rec, w.type, weight(w.data, w.nbytes(), w.name.c_str()), tokens_, y, C, R, n.f);
+        get_rows(rec, plain_type(w.type), matrix(w), tokens_, y, C, R, n.f);
         break;
       }
       case Op::RmsNorm: {
@@ -153,16 +173,17 @@ const float* VulkanBackend::run(const Graph& g, const MemoryPlan& plan, const in
       }
       case Op::MatMul: {
         const Matrix& w = *n.w;
-        if (!matmul_supported_on_gpu(w.type)) {
+        const TensorType wt = plain_type(w.type);
+        if (!matmul_supported_on_gpu(wt)) {
           throw Error("Vulkan backend: no shader for " + w.name + " (type " +
                       std::string(type_traits(w.type).name) + ")");
         }
         const uint32_t K = static_cast<uint32_t>(w.in), N = static_cast<uint32_t>(w.out);
         View q8;
-        if (R <= 8 && int_dot_supported(dev_, w.type)) {
+        if (R <= 8 && int_dot_supported(dev_, wt)) {
           q8 = View(q8_, 0, q8_activation_bytes(K, R));
         }
-        matmul(rec, w.type, weight(w.data, w.nbytes(), w.name.c_str()), x, y, N, K, R, q8);
+        matmul(rec, wt, matrix(w), x, y, N, K, R, q8);
         break;
       }
       case Op::Rope: {

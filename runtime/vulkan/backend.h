@@ -21,6 +21,10 @@
 #include "runtime/planner.h"
 #include "runtime/vulkan/device.h"
 
+namespace qgemma {
+struct Matrix;
+}
+
 namespace qgemma::vk {
 
 class VulkanBackend {
@@ -53,6 +57,7 @@ class VulkanBackend {
     int32_t newest = -1;
   };
   const Buffer& weight(const void* data, size_t bytes, const char* name);
+  const Buffer& matrix(const Matrix& m);
   Buffer& scratch(Buffer& b, size_t bytes, const char* what);
   void update_cache_positions(const Graph& g, const int32_t* pos);
 

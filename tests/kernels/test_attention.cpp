@@ -12,6 +12,7 @@
 //  - SIMD vs ref: the same f32 arithmetic in a different order (lane-wise partial sums, another
 //    exp implementation of ~1 ulp): same bound, 2e-5 absolute.
 //  - split-K combine vs one pass: one more rescale per split: 2e-5 absolute.
+// Observed worst on x86 (AVX-512 machine): 6e-6 ref vs double, 7e-6 SIMD vs ref.
 // K/V quantization is not part of the error: every side reads the same F16 / Q8_0 bytes.
 #include <gtest/gtest.h>
 

@@ -55,6 +55,17 @@ TEST(ChatTemplate, ConsecutiveAssistantMessagesAreOneTurn) {
             "<|turn>model\n");
 }
 
+TEST(ChatTemplate, ModelMessagesDropThoughtChannels) {
+  const std::vector<ChatMessage> m = {
+      {"user", "q"},
+      {"assistant", "<|channel>thought\nhmm<channel|>The answer. <|channel>more<channel|>Done."}};
+  EXPECT_EQ(format_gemma4_chat(m),
+            "<|turn>user\nq<turn|>\n<|turn>model\nThe answer. Done.<turn|>\n<|turn>model\n");
+  // User text is kept as written.
+  const std::vector<ChatMessage> u = {{"user", "<|channel>x<channel|>y"}};
+  EXPECT_EQ(format_gemma4_chat(u), "<|turn>user\n<|channel>x<channel|>y<turn|>\n<|turn>model\n");
+}
+
 TEST(ChatTemplate, RejectsBadRoles) {
   const std::vector<ChatMessage> late_system = {{"user", "a"}, {"system", "b"}};
   EXPECT_THROW(format_gemma4_chat(late_system), Error);

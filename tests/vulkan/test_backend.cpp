@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -30,6 +31,7 @@ struct Case {
   const char* preset;
   const char* type;
   float tol;  // max |cpu - gpu| over a step's logits, relative to max |logit|
+  TensorType kv = TensorType::F16;
 };
 
 void run_case(const Case& cs) {
@@ -48,12 +50,13 @@ void run_case(const Case& cs) {
   const int64_t n_ctx = 64, n_batch = 4;
   ThreadPool pool(2);
   CpuBackend cpu(c, pool);
-  KvCache kv(c, n_ctx, n_batch, TensorType::F16);
-  VulkanBackend gpu(dev, c, n_ctx, n_batch, TensorType::F16);
+  KvCache kv(c, n_ctx, n_batch, cs.kv);
+  VulkanBackend gpu(dev, c, n_ctx, n_batch, cs.kv);
 
   std::vector<int32_t> tokens = {2, 105, 300, 17, 999, 42, 7, 512, 64, 3, 250, 811, 77, 5};
   const int64_t prompt = static_cast<int64_t>(tokens.size());
   int64_t n_past = 0;
+  float worst = 0;  // largest max|cpu - gpu| / max|logit| over the steps
   std::vector<float> arena;
   auto step = [&](const std::vector<int32_t>& toks) {
     const int64_t T = static_cast<int64_t>(toks.size());
@@ -72,6 +75,7 @@ void run_case(const Case& cs) {
       maxabs = std::max(maxabs, std::fabs(want[i]));
       maxdiff = std::max(maxdiff, std::fabs(want[i] - got[i]));
     }
+    worst = std::max(worst, maxdiff / maxabs);
     EXPECT_LE(maxdiff, cs.tol * maxabs) << cs.preset << " " << cs.type << " at position " << n_past;
     // Greedy tokens agree unless the CPU's top two are closer than the tolerance.
     const int64_t ta = argmax_f32_ref(want.data(), c.n_vocab);
@@ -89,6 +93,13 @@ void run_case(const Case& cs) {
   }
   for (int i = 0; i < 6; ++i) next = step({next});  // greedy decode
   EXPECT_GT(gpu.last_dispatches(), 0u);
+  // Speculative-decoding style rollback: forget the last 3 positions on both, continue.
+  n_past -= 3;
+  kv.crop(n_past);
+  gpu.crop(n_past);
+  for (int i = 0; i < 2; ++i) next = step({next});
+  std::printf("[ vulkan   ] %s %s kv %s: max |cpu - gpu| / max |logit| = %.2e\n", cs.preset,
+              cs.type, std::string(type_traits(cs.kv).name).c_str(), worst);
 }
 
 // Float weights: the same arithmetic up to summation order.
@@ -102,6 +113,7 @@ TEST(VulkanBackend, TinyQ8_0) { run_case({"tiny", "q8_0", 3e-2f}); }
 TEST(VulkanBackend, TinyQ4_0) { run_case({"tiny", "q4_0", 3e-2f}); }
 TEST(VulkanBackend, TinyQ4_K) { run_case({"tiny", "q4_k", 3e-2f}); }
 TEST(VulkanBackend, SmallQ4_0) { run_case({"small", "q4_0", 3e-2f}); }
+TEST(VulkanBackend, TinyQ4_0WithQ8_0Cache) { run_case({"tiny", "q4_0", 3e-2f, TensorType::Q8_0}); }
 
 }  // namespace
 }  // namespace qgemma::vk

@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""Turns qgemma_bench --benchmark_format=json output (with --benchmark_repetitions) into the
+Markdown table of docs/benchmarks.md: one row per benchmark, medians over the repetitions.
+
+usage: bench/matmul_table.py result.json
+"""
+import json
+import sys
+
+
+def main():
+    data = json.load(open(sys.argv[1]))
+    ctx = data["context"]
+    print(f"Ceilings (measured by the same run, {ctx.get('qgemma_threads')} threads): "
+          f"read bandwidth {float(ctx['qgemma_read_bandwidth_gbps']):.1f} GB/s, "
+          f"int8 peak {float(ctx['qgemma_int8_peak_gops']):.0f} GOPS "
+          f"({ctx.get('qgemma_int8_peak_isa', '')}); load average {ctx.get('load_avg')}.")
+    print()
+    print("| benchmark | time (us) | GB/s | of read BW | GOPS | of int8 peak |")
+    print("|---|---:|---:|---:|---:|---:|")
+    rows = [b for b in data["benchmarks"] if b.get("aggregate_name") == "median"]
+    if not rows:  # no repetitions: plain runs
+        rows = [b for b in data["benchmarks"] if b.get("run_type") == "iteration"]
+    for b in rows:
+        name = b["run_name"].split("/min_time")[0]
+        print(f"| {name} | {b['real_time']:.0f} | {b['GB_s']:.2f} | "
+              f"{100 * b.get('bw_frac', 0):.0f}% | {b['GOPS']:.1f} | "
+              f"{100 * b.get('peak_frac', 0):.1f}% |")
+
+
+if __name__ == "__main__":
+    main()
