@@ -770,7 +770,7 @@ void check_value(const std::string& what, const GgufValue& v, int depth) {
   } else {
     const auto* a = std::get_if<GgufValue::Array>(&v.v);
     if (!a) bad("holds no array");
-    if (depth + 1 >= kMaxArrayDepth) bad("arrays nested too deep");
+    if (depth >= kMaxArrayDepth) bad("arrays nested too deep");
     if (!is_valid_value_type(static_cast<uint32_t>(a->elem_type))) bad("unknown element type");
     for (const GgufValue& item : a->items) {
       if (item.type != a->elem_type) bad("an item's type differs from the element type");

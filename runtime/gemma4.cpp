@@ -111,8 +111,15 @@ Graph build_gemma4(const ModelConfig& c, const ModelWeights& w, int64_t T, int64
     h = g.add(h, g.rmsnorm(f, &lw.post_ffn_norm, E, eps, b + "post_ffn_norm"), b + "ffn_res");
     x = lw.out_scale == 1.0f ? h : g.scale(h, lw.out_scale, b + "out");  // layer scalar
   }
+  if (n_outputs == 0) {  // a prefill batch whose logits nobody reads: skip the output head
+    graph.output = g.last_rows(x, 1, "last_hidden");
+    graph.validate();
+    return graph;
+  }
   if (n_outputs < T) x = g.last_rows(x, n_outputs, "out_rows");  // logits only where needed
-  int z = g.matmul(g.rmsnorm(x, &w.output_norm, E, eps, "output_norm"), w.output, "logits_raw");
+  const int normed = g.rmsnorm(x, &w.output_norm, E, eps, "output_norm");
+  graph.hidden = normed;  // [n_out, E], for the MTP drafter
+  int z = g.matmul(normed, w.output, "logits_raw");
   if (c.final_softcap > 0) z = g.softcap(z, c.final_softcap, "logits");  // [n_out, vocab]
   graph.output = z;
   graph.validate();

@@ -56,6 +56,9 @@ struct Graph {
   std::vector<Node> nodes;
   int output = -1;       // the tensor the caller reads after a run (logits)
   int64_t n_tokens = 0;  // rows of the token inputs
+  // Optional: the final hidden state (after the final norm) of the output rows, kept live to the
+  // end of a run like `output` (speculative decoding feeds it to the drafter). -1 = none.
+  int hidden = -1;
 
   int add_tensor(int64_t rows, int64_t cols, std::string name);
   // Adds a node and returns its output tensor id (a new tensor of rows x cols).

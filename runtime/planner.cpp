@@ -25,6 +25,7 @@ MemoryPlan plan_memory(const Graph& g) {
     for (int in : n.inputs) p.last[in] = std::max(p.last[in], i);
   }
   if (g.output >= 0) p.last[g.output] = n_nodes;
+  if (g.hidden >= 0) p.last[g.hidden] = n_nodes;
 
   std::map<int64_t, int64_t> live;  // offset -> size of blocks in use
   std::vector<std::vector<int>> dies_at(n_nodes + 1);

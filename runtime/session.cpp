@@ -184,6 +184,8 @@ const float* Session::forward(std::span<const int32_t> tokens, int64_t n_outputs
   const float* out =
       backend_.run(p.graph, p.memory, arena_.data(), tokens.data(), pos_.data(), kv_);
   n_past_ += T;
+  hidden_ = p.graph.hidden >= 0 ? arena_.data() + p.memory.offset[p.graph.hidden] : nullptr;
+  hidden_rows_ = hidden_ ? n_outputs : 0;
   return out;
 }
 
@@ -197,7 +199,7 @@ std::span<const float> Session::eval(std::span<const int32_t> tokens, int64_t n_
   while (done < T) {
     const int64_t n = std::min(o_.n_batch, T - done);
     const int64_t first_needed = T - n_logits;  // logits rows wanted from this position on
-    const int64_t n_out = std::clamp<int64_t>(done + n - first_needed, 1, n);
+    const int64_t n_out = std::clamp<int64_t>(done + n - first_needed, 0, n);
     const float* out = forward(tokens.subspan(done, n), n_out);
     // Copy the rows of this batch that are among the last n_logits tokens.
     for (int64_t r = 0; r < n_out; ++r) {

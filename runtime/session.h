@@ -83,6 +83,13 @@ class Session {
   const ModelConfig& config() const { return m_.config(); }
   const KvCache& kv_cache() const { return kv_; }
   int n_threads() const;
+  // Final hidden states (after the final norm) of the output rows of the last forward pass,
+  // [rows x n_embd] row-major: after eval(tokens, n) with tokens.size() <= n_batch, the last n
+  // tokens' states (the MTP drafter's input). Valid until the next eval / eval_all.
+  std::span<const float> hidden() const {
+    return {hidden_, static_cast<size_t>(hidden_rows_ * config().n_embd)};
+  }
+  int64_t hidden_rows() const { return hidden_rows_; }
 
  private:
   struct Plan {
@@ -103,6 +110,8 @@ class Session {
   std::vector<float> logits_;
   std::vector<int32_t> pos_;
   int64_t n_past_ = 0;
+  const float* hidden_ = nullptr;  // see hidden()
+  int64_t hidden_rows_ = 0;
 };
 
 std::string format_bytes(uint64_t bytes);  // "6.71 GiB", "512.0 MiB"

@@ -63,8 +63,9 @@ void main() {
           s += sdot4x8(lo[k], xq[xo + 2u + k], 0);
           s += sdot4x8(hi[k], xq[xo + 6u + k], 0);
         }
-        // sum (q - 8) a = dot(q, a) - 8 sum(a)
-        acc[r * NCOLS + c] += dw * (uintBitsToFloat(xq[xo]) * float(s) - 8.0 * uintBitsToFloat(xq[xo + 1u]));
+        // sum (q - 8) a = dot(q, a) - 8 sum(a), in integers as dot_block_q4_0
+        s -= 8 * int(xq[xo + 1u]);
+        acc[r * NCOLS + c] += float(s) * (dw * uintBitsToFloat(xq[xo]));
       }
 #elif defined(WTYPE_Q8_0)
       const uint bb = row * p.row_bytes + b * 34u;
@@ -75,7 +76,7 @@ void main() {
         const uint xo = c * p.xq_stride + b * 10u;
         int s = 0;
         for (uint k = 0; k < 8u; ++k) s += sdot4x8(wq[k], xq[xo + 2u + k], 0);
-        acc[r * NCOLS + c] += dw * uintBitsToFloat(xq[xo]) * float(s);
+        acc[r * NCOLS + c] += float(s) * (dw * uintBitsToFloat(xq[xo]));
       }
 #else
 #error "mul_mat_vec_q8: WTYPE_Q4_0 or WTYPE_Q8_0"

@@ -1,7 +1,8 @@
 #version 450
 // Quantizes float activations to Q8 blocks of 32 for the integer-dot matrix-vector shader:
-// per block {float d, float s, int qs[8]} (10 words), d = f16-rounded amax / 127 as in
-// quantize_row_q8_0_ref, q = round-half-away(x / d), s = d * sum(q).
+// per block {float d, int sum, int qs[8]} (10 words), d = f16-rounded amax / 127 as in
+// quantize_row_q8_0_ref, q = round-half-away(x * (1 / d)), sum = sum of the 32 q (Q4_0's
+// offset of 8 is then subtracted exactly, in integers).
 // One thread per block; K a multiple of 32.
 layout(local_size_x = 64) in;
 
@@ -37,5 +38,5 @@ void main() {
   }
   const float dh = unpackHalf2x16(packHalf2x16(vec2(d, 0.0))).x;
   xq[qo] = floatBitsToUint(dh);
-  xq[qo + 1u] = floatBitsToUint(dh * float(sum));
+  xq[qo + 1u] = uint(sum);
 }

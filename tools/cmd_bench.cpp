@@ -118,7 +118,7 @@ int run_bench(const BenchCmd& cmd) {
   // Decode reads every weight once per token (the tied embedding as the output head).
   const double bytes_per_token = static_cast<double>(model->weights().nbytes);
 
-  const std::string type(type_traits(model->weights().layers[0].ffn_gate.type).name);
+  const std::string type(type_traits(model->file().find_tensor("blk.0.ffn_gate.weight")->type).name);
   const std::string model_name = "gemma4 " + params_str(c.n_params()) + " " + type;
   if (cmd.output == "json") {
     nlohmann::json out = nlohmann::json::array();

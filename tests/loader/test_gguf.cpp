@@ -257,6 +257,22 @@ TEST(GgufWriter, RefusesInvalidInput) {
   expect_error([&] { w.set("general.alignment", GgufValue::u32(64)); }, "must equal");
 }
 
+// Arrays nested `levels` deep (1 = a plain array of uint8).
+GgufValue nested(int levels) {
+  if (levels == 1) return GgufValue::array(GgufValueType::UINT8, {u(GgufValueType::UINT8, 9)});
+  return GgufValue::array(GgufValueType::ARRAY, {nested(levels - 1)});
+}
+
+TEST(GgufWriter, NestingLimitIsTheReadersLimit) {
+  TempDir dir;
+  GgufWriter w;
+  w.set("deep", nested(8));
+  w.write(dir.file("n.gguf"));
+  auto f = GgufFile::open(dir.file("n.gguf"));
+  EXPECT_TRUE(same(*f->find("deep"), nested(8)));
+  EXPECT_THROW(w.set("deeper", nested(9)), Error);
+}
+
 TEST(GgufWriter, SetReplacesAKey) {
   TempDir dir;
   GgufWriter w;

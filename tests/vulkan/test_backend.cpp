@@ -76,6 +76,7 @@ void run_case(const Case& cs) {
       maxdiff = std::max(maxdiff, std::fabs(want[i] - got[i]));
     }
     worst = std::max(worst, maxdiff / maxabs);
+    if (std::getenv("QGEMMA_VK_TEST_VERBOSE")) std::printf("step at %ld: %.2e\n", (long)n_past, maxdiff / maxabs);
     EXPECT_LE(maxdiff, cs.tol * maxabs) << cs.preset << " " << cs.type << " at position " << n_past;
     // Greedy tokens agree unless the CPU's top two are closer than the tolerance.
     const int64_t ta = argmax_f32_ref(want.data(), c.n_vocab);

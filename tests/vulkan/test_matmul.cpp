@@ -214,33 +214,3 @@ TEST(VulkanMatmul, RejectsBadShapes) {
 
 }  // namespace
 }  // namespace qgemma::vk
-namespace qgemma::vk {
-TEST(VulkanMatmulExperiment, CpuVariants) {
-  for (TensorType t : {TensorType::Q4_0, TensorType::Q8_0}) {
-    const uint32_t M = 64, K = 256, N = 1;
-    std::vector<float> wf = testing::random_floats((size_t)M * K, 5), x = testing::random_floats(K, 6);
-    const size_t rs = row_size(t, K);
-    std::vector<uint8_t> w(rs * M), wr(rs * M);
-    for (uint32_t r = 0; r < M; ++r) quantize_row(t, wf.data() + (size_t)r * K, w.data() + r * rs, K);
-    repack_rows(t, w.data(), wr.data(), K, 0, M);
-    std::vector<uint8_t> un(rs * M);
-    unpack_rows(repacked_type(t), wr.data(), un.data(), K, 0, M);
-    size_t ndiff = 0;
-    for (size_t i = 0; i < un.size(); ++i) ndiff += un[i] != w[i];
-    printf("unpack(repack) differs in %zu of %zu bytes\n", ndiff, un.size());
-    std::vector<block_q8_0> xq(K / 32);
-    quantize_row_q8_0_ref(x.data(), xq.data(), K);
-    auto run = [&](TensorType tt, const void* wp, bool ref) {
-      std::vector<float> y(M);
-      MatmulArgs a;
-      a.w = wp; a.x = xq.data(); a.ldx = row_size(TensorType::Q8_0, K); a.y = y.data(); a.ldy = M; a.K = K; a.R = N;
-      if (ref) matmul_ref(tt, a, 0, M); else matmul(tt, a, 0, M);
-      return y;
-    };
-    auto r0 = run(t, w.data(), true), r1 = run(t, w.data(), false), r2 = run(repacked_type(t), wr.data(), false), r3 = run(repacked_type(t), wr.data(), true);
-    double d1 = 0, d2 = 0, d3 = 0;
-    for (uint32_t m = 0; m < M; ++m) { d1 = std::max(d1, (double)std::fabs(r1[m]-r0[m])); d2 = std::max(d2, (double)std::fabs(r2[m]-r0[m])); d3 = std::max(d3, (double)std::fabs(r3[m]-r0[m])); }
-    printf("%s: ref %.4f %.4f | dispatched diff %.3g, repacked diff %.3g, repacked-ref diff %.3g\n", std::string(type_traits(t).name).c_str(), r0[0], r0[1], d1, d2, d3);
-  }
-}
-}  // namespace qgemma::vk
