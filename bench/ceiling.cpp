@@ -55,10 +55,11 @@ __attribute__((target("avx2"))) uint64_t read_avx2(const uint8_t* p, size_t n) {
 
 // 16 independent vpdpbusd chains per iteration (explicit registers: an array would be kept in
 // memory by some compilers): 16 * 64 int8 multiply-accumulates.
-#define QG_DOT16(OP)                                                                             \
-  OP(c0)                                                                                         \
-  OP(c1) OP(c2) OP(c3) OP(c4) OP(c5) OP(c6) OP(c7) OP(c8) OP(c9) OP(c10) OP(c11) OP(c12) OP(c13) \
-      OP(c14) OP(c15)
+#define QG_DOT16(OP) \
+  OP(c0)             \
+  OP(c1)             \
+  OP(c2)             \
+  OP(c3) OP(c4) OP(c5) OP(c6) OP(c7) OP(c8) OP(c9) OP(c10) OP(c11) OP(c12) OP(c13) OP(c14) OP(c15)
 
 __attribute__((target("avx512f,avx512vnni"))) uint64_t dot_avx512vnni(int64_t iters) {
   const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);

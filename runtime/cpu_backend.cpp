@@ -14,6 +14,12 @@
 namespace qgemma {
 namespace {
 
+TensorType unpacked_type(TensorType t) {
+  if (t == TensorType::Q4_0x8) return TensorType::Q4_0;
+  if (t == TensorType::Q8_0x8) return TensorType::Q8_0;
+  return t;
+}
+
 // Splits rows [0, rows) across the pool; fn(r0, r1).
 template <typename Fn>
 void for_rows(ThreadPool& pool, int64_t rows, Fn&& fn) {
@@ -88,6 +94,27 @@ void CpuBackend::matmul(const Node& n, const float* x, int64_t R, float* y, int 
                        [&](int64_t n0, int64_t n1, int) { qgemma::matmul(w.type, a, n0, n1); });
 }
 
+void CpuBackend::embed(const Matrix& table, const int32_t* tokens, int64_t rows, float scale,
+                       float* y) {
+  const int64_t cols = table.in;
+  const TensorType plain = unpacked_type(table.type);
+  if (plain == table.type) {
+    for_rows(pool_, rows, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) get_row_f32(table.type, table.data, tokens[r], cols, y + r * cols, scale);
+    });
+    return;
+  }
+  // Repacked table: unpack the token's group of 8 rows, then read its row.
+  const size_t row_bytes = row_size(plain, cols);
+  if (group_.size() < 8 * row_bytes) group_.resize(8 * row_bytes);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t g = tokens[r] / 8 * 8;
+    const uint8_t* src = table.data + static_cast<size_t>(g / 8) * 8 * row_bytes;
+    unpack_rows(table.type, src, group_.data(), cols, 0, 8);
+    get_row_f32(plain, group_.data(), tokens[r] - g, cols, y + r * cols, scale);
+  }
+}
+
 void CpuBackend::attention(const Node& n, const float* q, int64_t rows, float* out,
                            const int32_t* pos, const KvCache& kv) {
   const LayerConfig& l = c_.layers[n.layer];
@@ -141,11 +168,7 @@ const float* CpuBackend::run(const Graph& g, const MemoryPlan& plan, float* aren
     const int64_t rows = ot ? ot->rows : 0, cols = ot ? ot->cols : 0;
     switch (n.op) {
       case Op::Embed:
-        for_rows(pool_, rows, [&](int64_t r0, int64_t r1) {
-          for (int64_t r = r0; r < r1; ++r) {
-            get_row_f32(n.w->type, n.w->data, tokens[r], cols, y + r * cols, n.f);
-          }
-        });
+        embed(*n.w, tokens, rows, n.f, y);
         break;
       case Op::RmsNorm:
         for_rows(pool_, rows, [&](int64_t r0, int64_t r1) {

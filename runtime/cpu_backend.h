@@ -13,6 +13,7 @@
 namespace qgemma {
 
 class ThreadPool;
+struct Matrix;
 
 class CpuBackend {
  public:
@@ -24,6 +25,7 @@ class CpuBackend {
                    const int32_t* pos, KvCache& kv);
 
  private:
+  void embed(const Matrix& table, const int32_t* tokens, int64_t rows, float scale, float* y);
   void matmul(const Node& n, const float* x, int64_t rows, float* y, int x_id);
   void attention(const Node& n, const float* q, int64_t rows, float* out, const int32_t* pos,
                  const KvCache& kv);
@@ -31,6 +33,7 @@ class CpuBackend {
   const ModelConfig& c_;
   ThreadPool& pool_;
   std::vector<std::vector<float>> inv_freq_;  // per layer [head_dim / 2]
+  std::vector<uint8_t> group_;                // an unpacked 8-row group of a repacked table
   std::vector<uint8_t> act_;                  // activations converted for the matmul kernels
   int act_tensor_ = -1;                       // which tensor act_ holds, in which format
   int act_type_ = -1;

@@ -69,10 +69,13 @@ std::unique_ptr<Model> Model::load(const std::string& path,
   return m;
 }
 
-// Repacks each Q4_0 / Q8_0 layer matrix (token_embd stays: rows are gathered from it) into an
-// owned buffer, then drops the file pages it came from, so resident memory holds one copy.
+// Repacks each Q4_0 / Q8_0 matrix into an owned buffer, then drops the file pages it came
+// from, so resident memory holds one copy. The tied embedding is repacked too (it is the output
+// head); the embedding lookup unpacks the 8-row group of a token (CpuBackend, Op::Embed).
 void Model::repack_matrices(const std::function<void(uint64_t, uint64_t)>& progress) {
   std::vector<Matrix*> todo;
+  const Matrix& e = weights_.token_embd;
+  if (config_.tied_output && should_repack(e.type, e.out, e.in)) todo.push_back(&weights_.token_embd);
   for (LayerWeights& l : weights_.layers) {
     for (Matrix* mt : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) {
       if (mt->data && should_repack(mt->type, mt->out, mt->in)) todo.push_back(mt);
@@ -100,6 +103,7 @@ void Model::repack_matrices(const std::function<void(uint64_t, uint64_t)>& progr
     done += n;
     if (progress) progress(done, total);
   }
+  if (config_.tied_output) weights_.output = weights_.token_embd;
 }
 
 Model::~Model() = default;

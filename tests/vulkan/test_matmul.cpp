@@ -195,7 +195,7 @@ TEST(VulkanMatmul, IntegerDotPathMatchesMatmulRef) {
       matmul_ref(t, a, 0, M);
       std::vector<double> want(ref.begin(), ref.end()), mag, unused;
       reference(w, x, M, K, N, &unused, &mag);
-      expect_close(from_gpu<float>(yb, (size_t)N * M), want, mag, 1e-4,
+      expect_close(from_gpu<float>(yb, (size_t)N * M), want, mag, 1e-6,
                    "mul_mat_vec_q8 " + name(t) + " N=" + std::to_string(N));
     }
   }

@@ -1,0 +1,125 @@
+// Speculative decoding: a draft model proposes k tokens, the target verifies [t, d1..dk] in ONE
+// batched pass (k + 1 <= 9 rows go through the GEMV kernels, so it costs about one decode step),
+// then keeps the longest accepted prefix plus one token of its own.
+//   greedy (temperature <= 0): accept d_i while it equals the target's argmax; the bonus token is
+//     the target's argmax after the last accepted one. Output == plain greedy decoding.
+//   sampling: standard speculative sampling: accept d_i with probability min(1, p(d_i)/q(d_i)),
+//     else draw from norm(max(0, p - q)) and stop; after k acceptances draw the bonus from p.
+//     The output distribution equals the target's sampling chain (temperature, top-k, ...).
+// The target's KV cache is cropped to the accepted tokens; the target's final hidden state of
+// the last accepted position is carried into the next drafting round. See docs/speculative.md.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "runtime/sampling.h"
+
+namespace qgemma {
+
+class Session;
+class Model;
+class Drafter;
+class DrafterRunner;
+class ThreadPool;
+
+// Something that proposes draft tokens. `token` is the last accepted token, at position `pos`
+// (not yet in the target's cache, which holds positions < pos); `hidden` the target's final
+// hidden state (after the final norm) of position pos - 1. Proposes up to k tokens into
+// `out`. When `dists` is non-null (sampling), each token must be drawn from the distribution
+// stored in (*dists)[i] (sorted or not; probabilities summing to 1), using `sampler`'s RNG.
+class DraftSource {
+ public:
+  virtual ~DraftSource() = default;
+  virtual void draft(const Session& target, int32_t token, std::span<const float> hidden,
+                     int64_t pos, int k, Sampler* sampler, std::vector<int32_t>* out,
+                     std::vector<std::vector<TokenProb>>* dists) = 0;
+};
+
+// The MTP drafter as a DraftSource (greedy drafts, or samples from its own sampling chain).
+class MtpDraftSource : public DraftSource {
+ public:
+  // n_threads <= 0: all cores.
+  MtpDraftSource(const Drafter& d, const Model& target, int n_threads);
+  ~MtpDraftSource() override;
+  void draft(const Session& target, int32_t token, std::span<const float> hidden, int64_t pos,
+             int k, Sampler* sampler, std::vector<int32_t>* out,
+             std::vector<std::vector<TokenProb>>* dists) override;
+  // One drafter step on its own (for `bench`): logits of the first draft token.
+  std::span<const float> step_once(const Session& target, int32_t token,
+                                   std::span<const float> hidden, int64_t pos);
+
+ private:
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<DrafterRunner> runner_;
+  std::vector<float> logits_, h_, h_next_;
+};
+
+struct SpeculativeOptions {
+  int draft_max = 4;      // k at most (k + 1 <= 9 keeps verification on the GEMV path)
+  int draft_min = 1;      // k at least
+  bool adaptive = true;   // shorten after rejections, lengthen after full acceptance
+  int draft_start = 0;    // initial k (0: draft_max)
+};
+
+struct SpeculativeStats {
+  int64_t rounds = 0;     // verification passes with at least one draft
+  int64_t plain = 0;      // single-token decode steps (no room to draft)
+  int64_t drafted = 0;    // draft tokens proposed
+  int64_t accepted = 0;   // draft tokens accepted
+  int64_t generated = 0;  // tokens emitted (accepted + bonus / resampled)
+  std::vector<int64_t> drafted_at, accepted_at;  // per draft position (0-based)
+  double draft_s = 0, verify_s = 0;              // time in the drafter / in target passes
+  double acceptance() const { return drafted ? static_cast<double>(accepted) / drafted : 0.0; }
+  // Tokens emitted per verification round (accepted drafts + 1).
+  double mean_accepted_length() const {
+    return rounds ? static_cast<double>(accepted + rounds) / rounds : 0.0;
+  }
+  std::string summary() const;  // multi-line report for `run` / `bench`
+};
+
+// Accept / reject one draft token with standard speculative sampling. p: the target's
+// distribution at this position, q: the one `drafted` was drawn from. Returns -1 when accepted,
+// else the token drawn from norm(max(0, p - q)). u: a uniform [0, 1) draw.
+int32_t speculative_accept(std::span<const TokenProb> p, std::span<const TokenProb> q,
+                           int32_t drafted, double u, Sampler& sampler);
+
+class SpeculativeDecoder {
+ public:
+  SpeculativeDecoder(Session& target, DraftSource& draft, const SpeculativeOptions& o,
+                     const SamplingParams& sp);
+
+  // Evaluates the prompt (after whatever the session holds) and returns the first token.
+  int32_t start(std::span<const int32_t> prompt);
+  // One round: drafts, verifies, crops; returns the tokens emitted (1 .. k + 1), the last of
+  // which is the next round's input token (not yet in the target's cache).
+  std::vector<int32_t> step();
+  // start + steps until n_predict tokens or on_token returns false (the token is still
+  // emitted). Returns the generated tokens.
+  std::vector<int32_t> generate(std::span<const int32_t> prompt, int n_predict,
+                                const std::function<bool(int32_t)>& on_token = {});
+
+  const SpeculativeStats& stats() const { return stats_; }
+  int current_k() const { return k_; }
+  int32_t last_token() const { return token_; }
+
+ private:
+  int32_t pick(std::span<const float> logits);  // greedy or sampled target token
+
+  Session& target_;
+  DraftSource& draft_;
+  SpeculativeOptions o_;
+  Sampler sampler_, draft_sampler_;
+  std::mt19937_64 rng_;
+  bool greedy_;
+  int k_;
+  int32_t token_ = -1;
+  std::vector<float> hidden_;  // target hidden state of position n_past - 1
+  SpeculativeStats stats_;
+};
+
+}  // namespace qgemma

@@ -1,0 +1,335 @@
+// Speculative decoding on a tiny synthetic target + drafter:
+//  - greedy speculative output is identical, token for token, to plain greedy decoding, for
+//    draft lengths 1..8, with the (random, mostly rejected) MTP drafter and with an oracle
+//    drafter that proposes the target's own tokens with a planted mistake at every position;
+//  - at the end of the context;
+//  - the KV cache after speculative rounds (crops) gives the same logits as a plain run's;
+//  - speculative sampling reproduces the target's distribution (chi-square, fixed seeds).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "loader/error.h"
+#include "runtime/drafter.h"
+#include "runtime/session.h"
+#include "runtime/speculative.h"
+#include "runtime/synth.h"
+#include "runtime/synth_drafter.h"
+
+namespace qgemma {
+namespace {
+
+const std::string kDir = std::string(QGEMMA_BINARY_DIR) + "/test_speculative_tmp";
+
+const Model& target() {
+  static const std::unique_ptr<Model> m = [] {
+    std::system(("mkdir -p " + kDir).c_str());
+    const std::string p = kDir + "/tiny_f32.gguf";
+    SynthOptions o;  // F32: batched and single-token passes agree up to float rounding
+    synth_write(p, o);
+    return Model::load(p);
+  }();
+  return *m;
+}
+
+const Drafter& drafter() {
+  static const std::unique_ptr<Drafter> d = [] {
+    std::system(("mkdir -p " + kDir).c_str());
+    const std::string p = kDir + "/tiny_assistant_f32.gguf";
+    synth_drafter_write(p, synth_drafter_preset("tiny-assistant"), TensorType::F32, 3);
+    return Drafter::load(p);
+  }();
+  return *d;
+}
+
+Session make_session(int64_t ctx = 128) {
+  SessionOptions o;
+  o.n_ctx = ctx;
+  o.n_batch = 64;
+  o.n_threads = 2;
+  return Session(target(), o);
+}
+
+std::vector<int32_t> prompt(int n, int salt = 0) {
+  std::vector<int32_t> ids;
+  for (int i = 0; i < n; ++i) ids.push_back((37 * i + 11 + 101 * salt) % 1000 + 2);
+  return ids;
+}
+
+// Plain greedy decoding: n tokens, or until the context is full.
+std::vector<int32_t> plain_greedy(Session& s, const std::vector<int32_t>& p, int n) {
+  std::vector<int32_t> out;
+  std::span<const float> logits = s.eval(p, 1);
+  for (;;) {
+    out.push_back(argmax(logits));
+    if (static_cast<int>(out.size()) >= n || s.n_past() >= s.kv_cache().n_ctx()) break;
+    logits = s.eval(std::span<const int32_t>(&out.back(), 1), 1);
+  }
+  return out;
+}
+
+SamplingParams greedy_params() {
+  SamplingParams sp;
+  sp.temperature = 0.0f;
+  return sp;
+}
+
+// Proposes the target's own greedy continuation (known in advance), with a wrong token at
+// draft index `mistake_at(round)` (>= k: no mistake, the whole draft is accepted).
+class OracleDraft : public DraftSource {
+ public:
+  OracleDraft(std::vector<int32_t> full, int64_t prompt_len, int64_t vocab)
+      : full_(std::move(full)), prompt_len_(prompt_len), vocab_(vocab) {}
+  void draft(const Session&, int32_t token, std::span<const float> hidden, int64_t pos, int k,
+             Sampler*, std::vector<int32_t>* out,
+             std::vector<std::vector<TokenProb>>* dists) override {
+    EXPECT_FALSE(hidden.empty());
+    out->clear();
+    if (dists) dists->clear();
+    // full_[i] is the token at position prompt_len + i; `token` sits at `pos`.
+    const int64_t i0 = pos - prompt_len_;
+    EXPECT_EQ(full_.at(i0), token);
+    const int wrong = round_ % (k + 1);
+    planted_.push_back(wrong < k ? wrong : k);
+    ++round_;
+    for (int j = 0; j < k && i0 + 1 + j < static_cast<int64_t>(full_.size()); ++j) {
+      int32_t t = full_[i0 + 1 + j];
+      if (j == wrong) t = static_cast<int32_t>((t + 1) % vocab_);
+      out->push_back(t);
+      if (dists) dists->push_back({{t, 1.0f}});
+    }
+  }
+  std::vector<int> planted_;  // expected accepted count per round (if the draft was long enough)
+
+ private:
+  std::vector<int32_t> full_;
+  int64_t prompt_len_, vocab_;
+  int round_ = 0;
+};
+
+TEST(Speculative, GreedyMtpDrafterEqualsPlainGreedy) {
+  const auto p = prompt(13);
+  Session plain = make_session();
+  const std::vector<int32_t> ref = plain_greedy(plain, p, 40);
+  for (int k = 1; k <= 8; ++k) {
+    Session s = make_session();
+    MtpDraftSource draft(drafter(), target(), 2);
+    SpeculativeOptions o;
+    o.draft_max = k;
+    o.draft_min = k;
+    o.adaptive = false;
+    SpeculativeDecoder dec(s, draft, o, greedy_params());
+    const std::vector<int32_t> got = dec.generate(p, 40);
+    EXPECT_EQ(got, ref) << "k = " << k;
+    EXPECT_GT(dec.stats().rounds, 0);
+    EXPECT_EQ(dec.stats().drafted_at.size(), static_cast<size_t>(k));
+  }
+}
+
+TEST(Speculative, GreedyOracleAcceptsEveryLengthAndEqualsPlain) {
+  const auto p = prompt(9, 1);
+  Session plain = make_session();
+  const std::vector<int32_t> ref = plain_greedy(plain, p, 60);
+  // The oracle needs the token at every position, prompt included for the first round.
+  for (int k = 1; k <= 8; ++k) {
+    Session s = make_session();
+    OracleDraft oracle(ref, static_cast<int64_t>(p.size()) - 1 + 1, target().config().n_vocab);
+    SpeculativeOptions o;
+    o.draft_max = k;
+    o.draft_min = k;
+    o.adaptive = false;
+    SpeculativeDecoder dec(s, oracle, o, greedy_params());
+    dec.start(p);
+    std::vector<int32_t> got{dec.last_token()};
+    int round = 0;
+    while (got.size() < ref.size()) {
+      const int64_t before = s.n_past();
+      const std::vector<int32_t> e = dec.step();
+      const int64_t drafted = std::min<int64_t>(k, static_cast<int64_t>(ref.size()) -
+                                                       static_cast<int64_t>(got.size()));
+      const int expect_acc = std::min<int>(oracle.planted_.at(round), static_cast<int>(drafted));
+      EXPECT_EQ(static_cast<int>(e.size()), expect_acc + 1) << "k " << k << " round " << round;
+      EXPECT_EQ(s.n_past(), before + static_cast<int64_t>(e.size())) << "crop";
+      got.insert(got.end(), e.begin(), e.end());
+      ++round;
+    }
+    got.resize(ref.size());
+    EXPECT_EQ(got, ref) << "k = " << k;
+    // Acceptance happened at every draft position, and a rejection too.
+    for (int j = 0; j < k; ++j) {
+      EXPECT_GT(dec.stats().accepted_at.at(j), 0) << "k " << k << " position " << j;
+    }
+    EXPECT_LT(dec.stats().accepted, dec.stats().drafted);
+  }
+}
+
+TEST(Speculative, GreedyUntilContextIsFull) {
+  const int64_t ctx = 40;
+  const auto p = prompt(21, 2);
+  Session plain = make_session(ctx);
+  const std::vector<int32_t> ref = plain_greedy(plain, p, 1000);
+  ASSERT_EQ(static_cast<int64_t>(ref.size()), ctx - 21 + 1);
+  for (int k : {1, 3, 8}) {
+    // Oracle (mostly accepted, so rounds run into the end of the context) and MTP drafter.
+    for (int which = 0; which < 2; ++which) {
+      Session s = make_session(ctx);
+      OracleDraft oracle(ref, static_cast<int64_t>(p.size()), target().config().n_vocab);
+      MtpDraftSource mtp(drafter(), target(), 2);
+      SpeculativeOptions o;
+      o.draft_max = k;
+      SpeculativeDecoder dec(s, which ? static_cast<DraftSource&>(mtp) : oracle, o,
+                             greedy_params());
+      const std::vector<int32_t> got = dec.generate(p, 1000);
+      EXPECT_EQ(got, ref) << "k " << k << " drafter " << which;
+      EXPECT_EQ(s.n_past(), ctx);
+    }
+  }
+}
+
+TEST(Speculative, CroppedCacheMatchesPlainRun) {
+  const auto p = prompt(17, 3);
+  Session plain = make_session();
+  const std::vector<int32_t> ref = plain_greedy(plain, p, 30);
+  Session s = make_session();
+  OracleDraft oracle(ref, static_cast<int64_t>(p.size()), target().config().n_vocab);
+  SpeculativeOptions o;
+  o.draft_max = 5;
+  SpeculativeDecoder dec(s, oracle, o, greedy_params());
+  const std::vector<int32_t> got = dec.generate(p, 30);
+  ASSERT_EQ(got, ref);
+  // Both sessions hold prompt + every generated token but the last; the next pass must agree.
+  Session fresh = make_session();
+  std::vector<int32_t> all = p;
+  all.insert(all.end(), got.begin(), got.end() - 1);
+  fresh.eval(all, 1);
+  const std::vector<int32_t> probe{got.back(), 5, 77, 300};
+  // Rejected drafts left stale rows in `s` (sliding rings included) that crop() must hide.
+  ASSERT_EQ(s.n_past(), fresh.n_past());
+  const std::span<const float> a = s.eval(probe, 4);
+  const std::vector<float> la(a.begin(), a.end());
+  const std::span<const float> b = fresh.eval(probe, 4);
+  double d = 0, m = 0;
+  for (size_t i = 0; i < la.size(); ++i) {
+    d = std::max(d, static_cast<double>(std::fabs(la[i] - b[i])));
+    m = std::max(m, static_cast<double>(std::fabs(b[i])));
+  }
+  EXPECT_LT(d / m, 1e-4);
+  // The cache positions agree slot by slot.
+  for (int l = 0; l < target().config().n_layer; ++l) {
+    for (int64_t slot = 0; slot < s.kv_cache().capacity(l); ++slot) {
+      EXPECT_EQ(s.kv_cache().slot_pos(l, slot) >= 0, fresh.kv_cache().slot_pos(l, slot) >= 0)
+          << "layer " << l << " slot " << slot;
+    }
+  }
+}
+
+// Chi-square statistic of counts against probabilities.
+double chi2(const std::vector<double>& p, const std::vector<int64_t>& counts, int64_t n) {
+  double x = 0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const double e = p[i] * n;
+    if (e > 0) x += (counts[i] - e) * (counts[i] - e) / e;
+  }
+  return x;
+}
+
+TEST(Speculative, AcceptRuleReproducesTargetDistribution) {
+  // p over 6 tokens, q with a different support (token 5 absent from p, token 0 absent from q).
+  const std::vector<TokenProb> p = {{0, 0.30f}, {1, 0.25f}, {2, 0.20f}, {3, 0.15f}, {4, 0.10f}};
+  const std::vector<TokenProb> q = {{1, 0.40f}, {2, 0.05f}, {3, 0.25f}, {4, 0.10f}, {5, 0.20f}};
+  SamplingParams sp;
+  sp.seed = 99;
+  Sampler s(sp);
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> u(0, 1);
+  const int64_t n = 200000;
+  std::vector<int64_t> counts(6, 0);
+  int64_t accepted = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t d = s.draw(q);
+    const int32_t r = speculative_accept(p, q, d, u(rng), s);
+    const int32_t out = r < 0 ? d : r;
+    accepted += r < 0;
+    counts.at(out) += 1;
+  }
+  EXPECT_EQ(counts[5], 0);  // never outside p's support
+  const std::vector<double> pd = {0.30, 0.25, 0.20, 0.15, 0.10};
+  // 4 degrees of freedom: P(chi2 > 18.5) = 0.001.
+  EXPECT_LT(chi2(pd, counts, n), 18.5);
+  // Acceptance rate = sum min(p, q) = 0.25 + 0.05 + 0.15 + 0.10 = 0.55.
+  EXPECT_NEAR(static_cast<double>(accepted) / n, 0.55, 0.01);
+}
+
+TEST(Speculative, SamplingMatchesTargetDistribution) {
+  // Top-k 3 keeps 3 candidates per position; the exact joint distribution of the first two
+  // generated tokens comes from the target itself; speculative runs (one verification round
+  // drafts the 2nd token) must reproduce it.
+  SamplingParams sp;
+  sp.temperature = 1.5f;
+  sp.top_k = 3;
+  sp.top_p = 1.0f;
+  const auto p = prompt(6, 4);
+  SessionOptions so;
+  so.n_ctx = 16;
+  so.n_batch = 16;
+  so.n_threads = 1;
+  Session s(target(), so);
+  Sampler exact(sp);
+  std::map<std::pair<int32_t, int32_t>, double> joint;
+  const std::vector<TokenProb> d1 = exact.distribution(s.eval(p, 1));
+  for (const TokenProb& a : d1) {
+    s.reset();
+    std::vector<int32_t> pa = p;
+    pa.push_back(a.id);
+    const std::vector<TokenProb> d2 = exact.distribution(s.eval(pa, 1));
+    for (const TokenProb& b : d2) joint[{a.id, b.id}] += static_cast<double>(a.p) * b.p;
+  }
+  ASSERT_EQ(joint.size(), 9u);
+  std::vector<std::pair<int32_t, int32_t>> cells;
+  std::vector<double> probs;
+  for (const auto& [k, v] : joint) {
+    cells.push_back(k);
+    probs.push_back(v);
+  }
+  // Two drafters: the MTP drafter (its own top-k 3 distribution) and a point-mass oracle that
+  // always proposes token (first + 1) % 3 of d1's ids (exercises the residual draw).
+  for (int which = 0; which < 2; ++which) {
+    std::vector<int64_t> counts(cells.size(), 0);
+    const int n = 800;
+    MtpDraftSource mtp(drafter(), target(), 1);
+    class Fixed : public DraftSource {
+     public:
+      explicit Fixed(int32_t t) : t_(t) {}
+      void draft(const Session&, int32_t, std::span<const float>, int64_t, int k, Sampler*,
+                 std::vector<int32_t>* out, std::vector<std::vector<TokenProb>>* dists) override {
+        out->assign(k, t_);
+        dists->assign(k, {{t_, 1.0f}});
+      }
+      int32_t t_;
+    } fixed(d1[1].id);
+    for (int i = 0; i < n; ++i) {
+      s.reset();
+      SamplingParams si = sp;
+      si.seed = 1000 + i;
+      SpeculativeOptions o;
+      o.draft_max = 1;
+      SpeculativeDecoder dec(s, which ? static_cast<DraftSource&>(fixed) : mtp, o, si);
+      const std::vector<int32_t> got = dec.generate(p, 2);
+      ASSERT_EQ(got.size(), 2u);
+      const auto it = std::find(cells.begin(), cells.end(), std::make_pair(got[0], got[1]));
+      ASSERT_NE(it, cells.end()) << "token pair outside the target's support";
+      counts[it - cells.begin()] += 1;
+    }
+    // 8 degrees of freedom: P(chi2 > 26.1) = 0.001.
+    EXPECT_LT(chi2(probs, counts, n), 26.1) << "drafter " << which;
+  }
+}
+
+}  // namespace
+}  // namespace qgemma

@@ -1,0 +1,125 @@
+// The model commands end to end, through the `qgemma` binary: synth, logits (file layout and
+// values equal to the library's), run (greedy output reproducible), bench (-o json), and the
+// memory budget refusal.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "runtime/session.h"
+
+namespace qgemma {
+namespace {
+
+const std::string kBin = std::string(QGEMMA_BINARY_DIR) + "/tools/qgemma";
+const std::string kDir = std::string(QGEMMA_BINARY_DIR) + "/test_run_commands_tmp";
+
+struct Output {
+  int status;
+  std::string out;
+};
+
+Output sh(const std::string& cmd) {
+  Output o;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) o.out.append(buf, n);
+  o.status = pclose(p);
+  return o;
+}
+
+class Commands : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::system(("mkdir -p " + kDir).c_str());
+    model_ = kDir + "/tiny_q4_0.gguf";
+    synth_ = sh(kBin + " synth -o " + model_ + " --preset tiny --type q4_0");
+  }
+  void SetUp() override {
+    if (!std::ifstream(kBin).good()) GTEST_SKIP() << kBin << " is not built";
+    ASSERT_EQ(synth_.status, 0) << synth_.out;
+  }
+  static std::string model_;
+  static Output synth_;
+};
+std::string Commands::model_;
+Output Commands::synth_;
+
+TEST_F(Commands, LogitsWritesEveryPositionLikeTheLibrary) {
+  const std::string out = kDir + "/logits.f32";
+  const Output o = sh(kBin + " logits -m " + model_ + " --tokens 2,10,20,30,40 -o " + out);
+  ASSERT_EQ(o.status, 0) << o.out;
+  EXPECT_NE(o.out.find("2,10,20,30,40"), std::string::npos) << o.out;
+  std::ifstream f(out, std::ios::binary | std::ios::ate);
+  auto m = Model::load(model_);
+  const int64_t V = m->config().n_vocab;
+  ASSERT_EQ(static_cast<int64_t>(f.tellg()), 5 * V * 4);
+  std::vector<float> got(5 * V);
+  f.seekg(0);
+  f.read(reinterpret_cast<char*>(got.data()), got.size() * 4);
+  SessionOptions so;
+  so.n_ctx = 5;
+  Session s(*m, so);
+  const std::vector<int32_t> ids = {2, 10, 20, 30, 40};
+  const std::vector<float> want = s.eval_all(ids);
+  double max_d = 0;
+  for (size_t i = 0; i < want.size(); ++i) max_d = std::max(max_d, double(std::fabs(got[i] - want[i])));
+  EXPECT_LT(max_d, 1e-3);
+}
+
+TEST_F(Commands, GreedyRunIsReproducible) {
+  const std::string cmd = kBin + " run -m " + model_ + " -p 'hello world' -n 12 --temp 0 --print-ids";
+  const Output a = sh(cmd), b = sh(cmd);
+  ASSERT_EQ(a.status, 0) << a.out;
+  EXPECT_NE(a.out.find("t/s"), std::string::npos) << a.out;
+  // The printed ids (the line before the speed report) are the same both times.
+  auto ids = [](const std::string& s) {
+    std::istringstream in(s);
+    std::string line, last_ids;
+    while (std::getline(in, line)) {
+      if (!line.empty() && line.find_first_not_of("0123456789,") == std::string::npos) last_ids = line;
+    }
+    return last_ids;
+  };
+  EXPECT_FALSE(ids(a.out).empty()) << a.out;
+  EXPECT_EQ(ids(a.out), ids(b.out));
+}
+
+TEST_F(Commands, BenchJsonHasLlamaBenchFields) {
+  const Output o = sh(kBin + " bench -m " + model_ + " -p 16 -n 4 -r 2 -o json --no-bandwidth");
+  ASSERT_EQ(o.status, 0) << o.out;
+  const auto j = nlohmann::json::parse(o.out.substr(o.out.find('[')));
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0]["n_prompt"], 16);
+  EXPECT_EQ(j[1]["n_gen"], 4);
+  for (const auto& r : j) {
+    EXPECT_GT(r["avg_ts"].get<double>(), 0.0);
+    EXPECT_EQ(r["samples_ts"].size(), 2u);
+    EXPECT_GT(r["peak_rss_bytes"].get<double>(), 0.0);
+  }
+}
+
+TEST_F(Commands, MemoryBudgetRefusalNamesTheNumbers) {
+  const Output o = sh(kBin + " run -m " + model_ + " -p hi --mem-budget 0.001");
+  EXPECT_NE(o.status, 0);
+  EXPECT_NE(o.out.find("memory budget exceeded"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("KV cache"), std::string::npos) << o.out;
+}
+
+TEST_F(Commands, BadModelFileIsAnErrorNotACrash) {
+  const std::string bad = kDir + "/bad.gguf";
+  std::ofstream(bad) << "not a gguf";
+  const Output o = sh(kBin + " run -m " + bad + " -p hi");
+  EXPECT_EQ(WEXITSTATUS(o.status), 1) << o.out;
+  EXPECT_NE(o.out.find("error"), std::string::npos) << o.out;
+}
+
+}  // namespace
+}  // namespace qgemma
