@@ -18,13 +18,13 @@ struct CpuFeatures {
 // Instruction-set levels kernels are written for. Order matters within one architecture.
 enum class Isa { ref = 0, avx2 = 1, avx512 = 2, neon = 3 };
 
-const CpuFeatures& cpu_features();     // detected once
-bool isa_supported(Isa isa);           // this CPU + this build can run it
-Isa best_isa();                        // the best supported level
+const CpuFeatures& cpu_features();  // detected once
+bool isa_supported(Isa isa);        // this CPU + this build can run it
+Isa best_isa();                     // the best supported level
 // The level kernels use: QGEMMA_FORCE_ISA=ref|avx2|avx512|neon if set (an unsupported request
 // is an error printed once, falling back to best_isa()), else best_isa(). Read once.
 Isa active_isa();
-void set_active_isa(Isa isa);          // for tests and benchmarks; must be supported
+void set_active_isa(Isa isa);  // for tests and benchmarks; must be supported
 std::string_view isa_name(Isa isa);
 bool parse_isa(std::string_view s, Isa* out);
 
