@@ -8,11 +8,15 @@
 //   bw_frac    GB_s over the measured read bandwidth (bench/ceiling.h)
 //   GOPS       2*R*N*K ops per second / 1e9
 //   peak_frac  GOPS over the measured int8 peak (vpdpbusd; for float formats a loose reference)
+//   bw_frac_cpu, peak_frac_cpu: the same fractions per CPU second of the threads inside the kernel
+//              (against ceilings measured the same way), which a machine shared with other
+//              processes distorts much less than wall time.
 // The weights rotate through enough copies to exceed 512 MiB (twice the L3 of this machine) so GEMV
 // reads come from DRAM, as in decoding a 7 GB model.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -126,6 +130,7 @@ void run_matmul(benchmark::State& state, Case c) {
   const int64_t tasks =
       std::min<int64_t>(units, c.R > kGemvMaxRows ? pool.size() : 4 * pool.size());
   int copy = 0;
+  std::atomic<int64_t> cpu_ns{0};  // CPU time of all threads inside the kernel
   const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
     const MatmulArgs a{
@@ -133,7 +138,9 @@ void run_matmul(benchmark::State& state, Case c) {
     pool.parallel_for(tasks, [&](int64_t t, int) {
       const int64_t n0 = std::min(c.N, units * t / tasks * gran);
       const int64_t n1 = std::min(c.N, units * (t + 1) / tasks * gran);
+      const double c0 = thread_cpu_seconds();
       if (n0 < n1) fn(a, n0, n1);
+      cpu_ns += static_cast<int64_t>((thread_cpu_seconds() - c0) * 1e9);
     });
     benchmark::DoNotOptimize(y.data());
     copy = (copy + 1) % w.copies;
@@ -148,6 +155,15 @@ void run_matmul(benchmark::State& state, Case c) {
   state.counters["GOPS"] = gops;
   if (ceil.read_gbps > 0) state.counters["bw_frac"] = gbps / ceil.read_gbps;
   if (ceil.int8_gops > 0) state.counters["peak_frac"] = gops / ceil.int8_gops;
+  // The same per CPU second of the kernel (robust to other processes taking the cores).
+  const double cpu_secs = static_cast<double>(cpu_ns.load()) * 1e-9 /
+                          static_cast<double>(state.iterations()) / pool.size();
+  if (cpu_secs > 0) {
+    const double gbps_cpu = static_cast<double>(w.bytes_per_copy) / cpu_secs / 1e9;
+    const double gops_cpu = 2.0 * static_cast<double>(c.R) * c.N * c.K / cpu_secs / 1e9;
+    if (ceil.read_gbps_cpu > 0) state.counters["bw_frac_cpu"] = gbps_cpu / ceil.read_gbps_cpu;
+    if (ceil.int8_gops_cpu > 0) state.counters["peak_frac_cpu"] = gops_cpu / ceil.int8_gops_cpu;
+  }
 }
 
 bool is_float(TensorType t) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <vector>
 
 #include "kernels/cpu.h"
@@ -131,7 +132,28 @@ uint64_t read_slice(const uint8_t* p, size_t n) {
   return read_portable(p, n);
 }
 
-double measure_read_gbps(ThreadPool& pool) {
+// Best of several passes of `pass_fn(task)` on every thread: work / wall seconds and
+// work / (sum of thread CPU seconds / threads).
+template <typename PassFn>
+void best_rates(ThreadPool& pool, int passes, double work, PassFn pass_fn, double* wall_rate,
+                double* cpu_rate) {
+  const int64_t parts = pool.size();
+  for (int pass = 0; pass < passes; ++pass) {
+    std::atomic<int64_t> cpu_ns{0};
+    const auto t0 = Clock::now();
+    pool.parallel_for(parts, [&](int64_t t, int) {
+      const double c0 = thread_cpu_seconds();
+      pass_fn(t);
+      cpu_ns += static_cast<int64_t>((thread_cpu_seconds() - c0) * 1e9);
+    });
+    const double wall = seconds_since(t0);
+    const double cpu = static_cast<double>(cpu_ns.load()) * 1e-9 / static_cast<double>(parts);
+    *wall_rate = std::max(*wall_rate, work / wall);
+    if (cpu > 0) *cpu_rate = std::max(*cpu_rate, work / cpu);
+  }
+}
+
+void measure_read(ThreadPool& pool, Ceilings* c) {
   size_t mib = 1024;
   if (const char* env = std::getenv("QGEMMA_BENCH_READ_MIB")) mib = std::max(64, std::atoi(env));
   const size_t bytes = mib << 20;
@@ -141,28 +163,20 @@ double measure_read_gbps(ThreadPool& pool) {
   // Touch every page from the thread that will read it.
   pool.parallel_for(parts,
                     [&](int64_t t, int) { std::memset(buf + t * slice, int(t + 1), slice); });
-  double best = 0.0;
-  for (int pass = 0; pass < 5; ++pass) {
-    const auto t0 = Clock::now();
-    pool.parallel_for(parts, [&](int64_t t, int) { g_sink += read_slice(buf + t * slice, slice); });
-    best = std::max(best, static_cast<double>(slice * parts) / seconds_since(t0) / 1e9);
-  }
+  best_rates(
+      pool, 5, static_cast<double>(slice * parts) / 1e9,
+      [&](int64_t t) { g_sink += read_slice(buf + t * slice, slice); }, &c->read_gbps,
+      &c->read_gbps_cpu);
   std::free(buf);
-  return best;
 }
 
-// Runs `loop(iters)` on every thread and returns int8 ops (2 per MAC) per second, best of 3.
+// Runs `loop(iters)` on every thread: int8 ops (2 per MAC) per second, best of 3.
 template <typename Loop>
-double measure_peak(ThreadPool& pool, Loop loop, int64_t macs_per_iter) {
+void measure_peak(ThreadPool& pool, Loop loop, int64_t macs_per_iter, Ceilings* c) {
   const int64_t iters = 20'000'000;
-  double best = 0.0;
-  for (int pass = 0; pass < 3; ++pass) {
-    const auto t0 = Clock::now();
-    pool.parallel_for(pool.size(), [&](int64_t, int) { g_sink += loop(iters); });
-    const double ops = 2.0 * static_cast<double>(macs_per_iter) * iters * pool.size();
-    best = std::max(best, ops / seconds_since(t0) / 1e9);
-  }
-  return best;
+  const double gops = 2.0 * static_cast<double>(macs_per_iter) * iters * pool.size() / 1e9;
+  best_rates(
+      pool, 3, gops, [&](int64_t) { g_sink += loop(iters); }, &c->int8_gops, &c->int8_gops_cpu);
 }
 
 }  // namespace
@@ -170,14 +184,14 @@ double measure_peak(ThreadPool& pool, Loop loop, int64_t macs_per_iter) {
 const Ceilings& measure_ceilings() {
   ThreadPool& pool = ThreadPool::global();
   g_ceilings.threads = pool.size();
-  g_ceilings.read_gbps = measure_read_gbps(pool);
+  measure_read(pool, &g_ceilings);
 #if defined(__x86_64__)
   const CpuFeatures& f = cpu_features();
   if (f.avx512f && f.avx512vnni && f.os_avx512) {
-    g_ceilings.int8_gops = measure_peak(pool, dot_avx512vnni, kMacsPerIterVnni);
+    measure_peak(pool, dot_avx512vnni, kMacsPerIterVnni, &g_ceilings);
     g_ceilings.int8_isa = "vpdpbusd zmm (avx512vnni)";
   } else if (f.avx2 && f.os_avx) {
-    g_ceilings.int8_gops = measure_peak(pool, dot_avx2, kMacsPerIterAvx2);
+    measure_peak(pool, dot_avx2, kMacsPerIterAvx2, &g_ceilings);
     g_ceilings.int8_isa = "vpmaddubsw+vpmaddwd+vpaddd ymm (avx2)";
   }
 #endif
@@ -185,5 +199,11 @@ const Ceilings& measure_ceilings() {
 }
 
 const Ceilings& ceilings() { return g_ceilings; }
+
+double thread_cpu_seconds() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
 
 }  // namespace qgemma::bench

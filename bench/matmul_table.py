@@ -12,12 +12,15 @@ def main():
     data = json.load(open(sys.argv[1]))
     ctx = data["context"]
     print(f"Ceilings (measured by the same run, {ctx.get('qgemma_threads')} threads): "
-          f"read bandwidth {float(ctx['qgemma_read_bandwidth_gbps']):.1f} GB/s, "
+          f"read bandwidth {float(ctx['qgemma_read_bandwidth_gbps']):.1f} GB/s "
+          f"({float(ctx.get('qgemma_read_bandwidth_gbps_cpu', 0)):.1f} per CPU second), "
           f"int8 peak {float(ctx['qgemma_int8_peak_gops']):.0f} GOPS "
-          f"({ctx.get('qgemma_int8_peak_isa', '')}); load average {ctx.get('load_avg')}.")
+          f"({float(ctx.get('qgemma_int8_peak_gops_cpu', 0)):.0f} per CPU second) with "
+          f"{ctx.get('qgemma_int8_peak_isa', '')}; load average {ctx.get('load_avg')}.")
     print()
-    print("| benchmark | time (us) | GB/s | of read BW | GOPS | of int8 peak |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| benchmark | time (us) | GB/s | of read BW | GOPS | of int8 peak "
+          "| of read BW (CPU s) | of int8 peak (CPU s) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     rows = [b for b in data["benchmarks"] if b.get("aggregate_name") == "median"]
     if not rows:  # no repetitions: plain runs
         rows = [b for b in data["benchmarks"] if b.get("run_type") == "iteration"]
@@ -25,7 +28,8 @@ def main():
         name = b["run_name"].split("/min_time")[0]
         print(f"| {name} | {b['real_time']:.0f} | {b['GB_s']:.2f} | "
               f"{100 * b.get('bw_frac', 0):.0f}% | {b['GOPS']:.1f} | "
-              f"{100 * b.get('peak_frac', 0):.1f}% |")
+              f"{100 * b.get('peak_frac', 0):.1f}% | {100 * b.get('bw_frac_cpu', 0):.0f}% | "
+              f"{100 * b.get('peak_frac_cpu', 0):.1f}% |")
 
 
 if __name__ == "__main__":

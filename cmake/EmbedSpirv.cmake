@@ -8,7 +8,7 @@ if(NOT rem EQUAL 0 OR nhex EQUAL 0)
 endif()
 math(EXPR nwords "${nhex} / 8")
 string(REGEX REPLACE "(..)(..)(..)(..)" "0x\\4\\3\\2\\1u," words "${hex}")
-string(REGEX REPLACE "((0x[0-9a-f]+u,){8})" "\\1\n" words "${words}")
+string(REGEX REPLACE "(0x[0-9a-f]+u,0x[0-9a-f]+u,0x[0-9a-f]+u,0x[0-9a-f]+u,0x[0-9a-f]+u,0x[0-9a-f]+u,0x[0-9a-f]+u,0x[0-9a-f]+u,)" "\\1\n" words "${words}")  # 8 words a line
 file(WRITE ${OUT} "// Generated from ${SPV} by cmake/EmbedSpirv.cmake. Do not edit.
 #include <cstddef>
 #include <cstdint>

@@ -64,7 +64,8 @@ qgemma_status qgemma_model_load(const char* path, qgemma_model** out) {
   return guarded([&] {
     auto m = std::make_unique<qgemma_model>();
     m->model = qgemma::Model::load(path);
-    m->tokenizer = std::make_unique<qgemma::Tokenizer>(qgemma::Tokenizer::from_gguf(m->model->file()));
+    m->tokenizer =
+        std::make_unique<qgemma::Tokenizer>(qgemma::Tokenizer::from_gguf(m->model->file()));
     *out = m.release();
     return QGEMMA_OK;
   });

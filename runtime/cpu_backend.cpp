@@ -100,7 +100,8 @@ void CpuBackend::embed(const Matrix& table, const int32_t* tokens, int64_t rows,
   const TensorType plain = unpacked_type(table.type);
   if (plain == table.type) {
     for_rows(pool_, rows, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) get_row_f32(table.type, table.data, tokens[r], cols, y + r * cols, scale);
+      for (int64_t r = r0; r < r1; ++r)
+        get_row_f32(table.type, table.data, tokens[r], cols, y + r * cols, scale);
     });
     return;
   }

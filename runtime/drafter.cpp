@@ -360,7 +360,7 @@ void DrafterRunner::step(const KvCache& kv, int32_t token, const float* h, int64
     rmsnorm_heads_f32(q_.data(), lw.q_norm.data(), q_.data(), l.n_head, hd, c.rms_eps);
     float* cs = cs_.data();
     float* sn = cs + hd / 2;
-    rope_angles_f32(inv_freq_[il].data(), hd / 2, static_cast<float>(pos + 1), cs, sn);
+    rope_angles_f32(inv_freq_[il].data(), hd / 2, static_cast<float>(pos), cs, sn);
     rope_neox_f32(q_.data(), l.n_head, hd, cs, sn);
     attention(il, kv, q_.data(), pos, attn_.data());
     matmul(lw.wo, attn_.data(), o_.data());

@@ -4,13 +4,13 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
+#include "kernels/matmul/matmul.h"
 #include "loader/error.h"
 #include "loader/gguf.h"
-#include "kernels/matmul/matmul.h"
 #include "runtime/gemma4.h"
 #include "runtime/threadpool.h"
 
@@ -75,7 +75,8 @@ std::unique_ptr<Model> Model::load(const std::string& path,
 void Model::repack_matrices(const std::function<void(uint64_t, uint64_t)>& progress) {
   std::vector<Matrix*> todo;
   const Matrix& e = weights_.token_embd;
-  if (config_.tied_output && should_repack(e.type, e.out, e.in)) todo.push_back(&weights_.token_embd);
+  if (config_.tied_output && should_repack(e.type, e.out, e.in))
+    todo.push_back(&weights_.token_embd);
   for (LayerWeights& l : weights_.layers) {
     for (Matrix* mt : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) {
       if (mt->data && should_repack(mt->type, mt->out, mt->in)) todo.push_back(mt);

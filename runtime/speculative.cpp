@@ -79,7 +79,7 @@ std::span<const float> MtpDraftSource::step_once(const Session& target, int32_t 
 int32_t speculative_accept(std::span<const TokenProb> p, std::span<const TokenProb> q,
                            int32_t drafted, double u, Sampler& sampler) {
   const double pd = prob_of(p, drafted), qd = prob_of(q, drafted);
-  if (pd > 0) return -1;  // accept with probability min(1, p/q)
+  if (qd > 0 ? u * qd < pd : pd > 0) return -1;  // accept with probability min(1, p/q)
   // Rejected: draw from norm(max(0, p - q)) (tokens outside p's support have p = 0).
   std::vector<TokenProb> residual;
   residual.reserve(p.size());

@@ -17,6 +17,7 @@
 #include "runtime/bandwidth.h"
 #include "runtime/threadpool.h"
 #include "tools/command.h"
+#include "tools/draft_options.h"
 #include "tools/run_options.h"
 
 namespace qgemma {
@@ -29,6 +30,7 @@ struct BenchCmd {
   int reps = 5;
   std::string output = "md";
   bool bandwidth = true;
+  DraftOptions draft;  // --draft: also the speculative decoding cost model
 };
 
 struct Result {
@@ -119,7 +121,8 @@ int run_bench(const BenchCmd& cmd) {
   // Decode reads every weight once per token (the tied embedding as the output head).
   const double bytes_per_token = static_cast<double>(model->weights().nbytes);
 
-  const std::string type(type_traits(model->file().find_tensor("blk.0.ffn_gate.weight")->type).name);
+  const std::string type(
+      type_traits(model->file().find_tensor("blk.0.ffn_gate.weight")->type).name);
   const std::string model_name = "gemma4 " + params_str(c.n_params()) + " " + type;
   if (cmd.output == "json") {
     nlohmann::json out = nlohmann::json::array();
@@ -167,6 +170,9 @@ int run_bench(const BenchCmd& cmd) {
           bw / bytes_per_token);
     }
   }
+  if (cmd.draft.enabled()) {
+    bench_speculative(*model, cmd.model.session(), cmd.draft, cmd.model.model, cmd.n_gen, cmd.reps);
+  }
   return 0;
 }
 
@@ -183,6 +189,7 @@ const bool registered = register_command(
           ->capture_default_str();
       app.add_option("-o,--output", cmd->output, "md or json")->capture_default_str();
       app.add_flag("!--no-bandwidth", cmd->bandwidth, "skip the memory bandwidth measurement");
+      cmd->draft.add(app);
       run = [cmd] { return run_bench(*cmd); };
     });
 

@@ -10,6 +10,7 @@
 #include "loader/tokenizer.h"
 #include "runtime/sampling.h"
 #include "tools/command.h"
+#include "tools/draft_options.h"
 #include "tools/run_options.h"
 
 namespace qgemma {
@@ -24,6 +25,7 @@ struct RunCmd {
   bool raw = false;
   bool chat_template = false;
   bool print_ids = false;
+  DraftOptions draft;  // --draft: speculative decoding with an MTP drafter
 };
 
 using Clock = std::chrono::steady_clock;
@@ -46,6 +48,10 @@ int run_run(const RunCmd& cmd) {
   if (prompt.empty()) throw Error("run: the prompt has no tokens");
 
   Session session(*model, cmd.model.session());
+  if (cmd.draft.enabled()) {
+    return run_speculative(*model, session, cmd.draft, cmd.model.model, cmd.sampling.p, prompt,
+                           cmd.n_predict, tok, cmd.print_ids);
+  }
   Sampler sampler(cmd.sampling.p);
   for (int32_t id : prompt) sampler.accept(id);
 
@@ -94,6 +100,7 @@ const bool registered = register_command(
                              "wrap the prompt in Gemma 4's chat template (the default)");
       r->excludes(c);
       app.add_flag("--print-ids", cmd->print_ids, "print the generated token ids at the end");
+      cmd->draft.add(app);
       run = [cmd] { return run_run(*cmd); };
     });
 

@@ -5,6 +5,7 @@
 
 #include "loader/error.h"
 #include "runtime/synth.h"
+#include "runtime/synth_drafter.h"
 #include "tools/command.h"
 
 namespace qgemma {
@@ -21,7 +22,11 @@ int run_synth(const SynthCmd& cmd) {
   if (!parse_weight_type(cmd.type, &o.type)) {
     throw Error("--type '" + cmd.type + "': expected f32, f16, bf16, q8_0, q4_0, q4_k or q6_k");
   }
-  synth_write(cmd.out, o);
+  if (is_drafter_preset(o.preset)) {  // MTP drafters (gemma4-assistant), see runtime/drafter.h
+    synth_drafter_write(cmd.out, synth_drafter_preset(o.preset), o.type, o.seed);
+  } else {
+    synth_write(cmd.out, o);
+  }
   std::fprintf(stderr, "synth: wrote %s (preset %s, %s)\n", cmd.out.c_str(), o.preset.c_str(),
                cmd.type.c_str());
   return 0;
@@ -32,7 +37,9 @@ const bool registered = register_command(
     [](CLI::App& app, std::function<int()>& run) {
       auto cmd = std::make_shared<SynthCmd>();
       app.add_option("-o,--output", cmd->out, "output GGUF file")->required();
-      app.add_option("--preset", cmd->o.preset, "tiny | small | 12b")->capture_default_str();
+      app.add_option("--preset", cmd->o.preset,
+                     "tiny | small | 12b | tiny-assistant | small-assistant | 12b-assistant")
+          ->capture_default_str();
       app.add_option("--type", cmd->type, "f32 | f16 | bf16 | q8_0 | q4_0 | q4_k | q6_k")
           ->capture_default_str();
       app.add_option("--tokenizer", cmd->o.tokenizer_json,

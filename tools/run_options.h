@@ -67,16 +67,19 @@ struct SamplingOptions {
 inline std::unique_ptr<Model> load_model_with_progress(const ModelOptions& opts) {
   const std::string& path = opts.model;
   int last = -1;
-  auto m = Model::load(path, [&](uint64_t done, uint64_t total) {
-    const int pct = static_cast<int>(100 * done / total);
-    if (pct == last) return;
-    last = pct;
-    const int bar = pct / 4;
-    std::fprintf(stderr, "\rloading %s [%.*s%*s] %3d%%", path.c_str(), bar,
-                 "=========================", 25 - bar, "", pct);
-    if (done == total) std::fprintf(stderr, "\n");
-    std::fflush(stderr);
-  }, opts.repack);
+  auto m = Model::load(
+      path,
+      [&](uint64_t done, uint64_t total) {
+        const int pct = static_cast<int>(100 * done / total);
+        if (pct == last) return;
+        last = pct;
+        const int bar = pct / 4;
+        std::fprintf(stderr, "\rloading %s [%.*s%*s] %3d%%", path.c_str(), bar,
+                     "=========================", 25 - bar, "", pct);
+        if (done == total) std::fprintf(stderr, "\n");
+        std::fflush(stderr);
+      },
+      opts.repack);
   return m;
 }
 

@@ -13,9 +13,9 @@ extern "C" {
 
 typedef enum qgemma_status {
   QGEMMA_OK = 0,
-  QGEMMA_ERROR = 1,         /* see qgemma_last_error() */
-  QGEMMA_INVALID_ARG = 2,   /* a null handle or pointer, a negative size */
-  QGEMMA_BUFFER_SMALL = 3,  /* the output buffer is too small; *n_out holds the size needed */
+  QGEMMA_ERROR = 1,        /* see qgemma_last_error() */
+  QGEMMA_INVALID_ARG = 2,  /* a null handle or pointer, a negative size */
+  QGEMMA_BUFFER_SMALL = 3, /* the output buffer is too small; *n_out holds the size needed */
 } qgemma_status;
 
 typedef struct qgemma_model qgemma_model;

@@ -70,12 +70,14 @@ TEST_F(Commands, LogitsWritesEveryPositionLikeTheLibrary) {
   const std::vector<int32_t> ids = {2, 10, 20, 30, 40};
   const std::vector<float> want = s.eval_all(ids);
   double max_d = 0;
-  for (size_t i = 0; i < want.size(); ++i) max_d = std::max(max_d, double(std::fabs(got[i] - want[i])));
+  for (size_t i = 0; i < want.size(); ++i)
+    max_d = std::max(max_d, double(std::fabs(got[i] - want[i])));
   EXPECT_LT(max_d, 1e-3);
 }
 
 TEST_F(Commands, GreedyRunIsReproducible) {
-  const std::string cmd = kBin + " run -m " + model_ + " -p 'hello world' -n 12 --temp 0 --print-ids";
+  const std::string cmd =
+      kBin + " run -m " + model_ + " -p 'hello world' -n 12 --temp 0 --print-ids";
   const Output a = sh(cmd), b = sh(cmd);
   ASSERT_EQ(a.status, 0) << a.out;
   EXPECT_NE(a.out.find("t/s"), std::string::npos) << a.out;
@@ -84,7 +86,8 @@ TEST_F(Commands, GreedyRunIsReproducible) {
     std::istringstream in(s);
     std::string line, last_ids;
     while (std::getline(in, line)) {
-      if (!line.empty() && line.find_first_not_of("0123456789,") == std::string::npos) last_ids = line;
+      if (!line.empty() && line.find_first_not_of("0123456789,") == std::string::npos)
+        last_ids = line;
     }
     return last_ids;
   };

@@ -1,0 +1,276 @@
+// Speculative decoding in the commands: --draft / --draft-max / --draft-min / --no-draft-adapt
+// (run, chat, bench), the generation loop of `run --draft` and the cost model of `bench --draft`.
+// Header-only so that each command file only gains a field, an add() call and one call.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "loader/error.h"
+#include "loader/gguf.h"
+#include "loader/tokenizer.h"
+#include "runtime/drafter.h"
+#include "runtime/sampling.h"
+#include "runtime/session.h"
+#include "runtime/speculative.h"
+
+namespace qgemma {
+
+struct DraftOptions {
+  std::string path;  // drafter GGUF, "auto" (look next to the target) or empty (off)
+  int draft_max = 4;
+  int draft_min = 1;
+  bool adaptive = true;
+
+  void add(CLI::App& app) {
+    app.add_option("--draft", path,
+                   "MTP drafter GGUF (gemma4-assistant) for speculative decoding; 'auto': the "
+                   "first gemma4-assistant GGUF in the target's directory");
+    app.add_option("--draft-max", draft_max, "draft tokens per round at most (1..8)")
+        ->capture_default_str();
+    app.add_option("--draft-min", draft_min, "draft tokens per round at least")
+        ->capture_default_str();
+    app.add_flag("!--no-draft-adapt", adaptive, "keep the draft length at --draft-max");
+  }
+  bool enabled() const { return !path.empty(); }
+
+  SpeculativeOptions options() const {
+    if (draft_max < 1 || draft_max > 8) {
+      throw Error("--draft-max " + std::to_string(draft_max) +
+                  ": expected 1..8 (k + 1 <= 9 rows keep verification on the GEMV path)");
+    }
+    SpeculativeOptions o;
+    o.draft_max = draft_max;
+    o.draft_min = std::clamp(draft_min, 1, draft_max);
+    o.adaptive = adaptive;
+    return o;
+  }
+
+  // The drafter file: `path`, or for "auto" a gemma4-assistant GGUF next to the target.
+  std::string resolve(const std::string& target_path) const {
+    if (path != "auto") return path;
+    namespace fs = std::filesystem;
+    fs::path dir = fs::path(target_path).parent_path();
+    if (dir.empty()) dir = ".";
+    std::vector<std::string> found;
+    for (const auto& e : fs::directory_iterator(dir)) {
+      if (!e.is_regular_file() || e.path().extension() != ".gguf") continue;
+      if (fs::equivalent(e.path(), fs::path(target_path))) continue;
+      try {
+        const auto f = GgufFile::open(e.path().string());
+        if (f->has("general.architecture") &&
+            f->get_string("general.architecture") == "gemma4-assistant") {
+          found.push_back(e.path().string());
+        }
+      } catch (const Error&) {
+        // not a GGUF we can read: skip
+      }
+    }
+    if (found.empty()) {
+      throw Error("--draft auto: no gemma4-assistant GGUF next to " + target_path);
+    }
+    std::sort(found.begin(), found.end());
+    return found.front();
+  }
+};
+
+// `run --draft`: speculative generation, tokens streamed to stdout, statistics on stderr.
+inline int run_speculative(const Model& model, Session& session, const DraftOptions& d,
+                           const std::string& target_path, const SamplingParams& sp,
+                           std::span<const int32_t> prompt, int n_predict, const Tokenizer& tok,
+                           bool print_ids) {
+  using Clock = std::chrono::steady_clock;
+  const std::string dpath = d.resolve(target_path);
+  const auto drafter = Drafter::load(dpath);
+  MtpDraftSource src(*drafter, model, session.n_threads());
+  SpeculativeDecoder dec(session, src, d.options(), sp);
+  StreamingDecoder out(tok);
+  const int64_t n_ctx = session.kv_cache().n_ctx();
+  std::vector<int32_t> generated;
+  const auto t_prompt = Clock::now();
+  const int32_t first = dec.start(prompt);
+  const double prompt_s = std::chrono::duration<double>(Clock::now() - t_prompt).count();
+  const auto t_gen = Clock::now();
+  auto emit = [&](int32_t id) {
+    generated.push_back(id);
+    if (tok.is_stop(id)) return false;
+    std::fputs(out.push(id).c_str(), stdout);
+    std::fflush(stdout);
+    return static_cast<int>(generated.size()) < n_predict;
+  };
+  bool go = n_predict > 0 && emit(first);
+  while (go && session.n_past() < n_ctx) {
+    for (int32_t id : dec.step()) {
+      if (!(go = emit(id))) break;
+    }
+  }
+  std::fputs(out.flush().c_str(), stdout);
+  std::fputs("\n", stdout);
+  const double gen_s = std::chrono::duration<double>(Clock::now() - t_gen).count();
+  if (print_ids) {
+    for (size_t i = 0; i < generated.size(); ++i) std::printf("%s%d", i ? "," : "", generated[i]);
+    std::printf("\n");
+  }
+  std::fprintf(stderr, "drafter: %s (%s)\n", dpath.c_str(),
+               format_bytes(drafter->weights().nbytes).c_str());
+  std::fputs(dec.stats().summary().c_str(), stderr);
+  std::fprintf(stderr,
+               "prompt: %zu tokens in %.2f s (%.2f t/s) | generation: %zu tokens in %.2f s "
+               "(%.2f t/s, speculative) | %d threads\n",
+               prompt.size(), prompt_s, prompt.size() / prompt_s, generated.size(), gen_s,
+               generated.size() / gen_s, session.n_threads());
+  return 0;
+}
+
+// Proposes the target's known greedy continuation, each token wrong with probability 1 - a
+// (per-token acceptance a), while still running the real drafter for its cost.
+class ForcedAcceptanceDraft : public DraftSource {
+ public:
+  ForcedAcceptanceDraft(DraftSource& real, std::vector<int32_t> truth, int64_t first_pos,
+                        double a, int64_t vocab)
+      : real_(real), truth_(std::move(truth)), first_pos_(first_pos), a_(a), vocab_(vocab) {}
+  void draft(const Session& target, int32_t token, std::span<const float> hidden, int64_t pos,
+             int k, Sampler* sampler, std::vector<int32_t>* out,
+             std::vector<std::vector<TokenProb>>* dists) override {
+    real_.draft(target, token, hidden, pos, k, sampler, out, dists);  // the cost
+    out->clear();
+    std::uniform_real_distribution<double> u(0, 1);
+    for (int j = 0; j < k; ++j) {
+      const int64_t i = pos - first_pos_ + 1 + j;
+      if (i >= static_cast<int64_t>(truth_.size())) break;
+      int32_t t = truth_[i];
+      if (u(rng_) >= a_) t = static_cast<int32_t>((t + 1) % vocab_);
+      out->push_back(t);
+    }
+  }
+
+ private:
+  DraftSource& real_;
+  std::vector<int32_t> truth_;
+  int64_t first_pos_;
+  double a_;
+  int64_t vocab_;
+  std::mt19937_64 rng_{42};
+};
+
+// `bench --draft`: the cost model of speculative decoding on this machine and a run with forced
+// acceptance. Prints markdown.
+inline void bench_speculative(const Model& model, const SessionOptions& base,
+                              const DraftOptions& d, const std::string& target_path, int n_gen,
+                              int reps) {
+  using Clock = std::chrono::steady_clock;
+  auto secs = [](Clock::time_point t0) {
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  };
+  const std::string dpath = d.resolve(target_path);
+  const auto drafter = Drafter::load(dpath);
+  const SpeculativeOptions so = d.options();
+  const int kmax = so.draft_max;
+  const int ctx_len = 64;  // context the measurements run at
+  SessionOptions o = base;
+  o.n_ctx = std::max<int64_t>(ctx_len + n_gen + kmax + 2, 128);
+  o.n_batch = std::min<int64_t>(o.n_batch, o.n_ctx);
+  Session s(model, o);
+  MtpDraftSource src(*drafter, model, s.n_threads());
+  const int64_t V = model.config().n_vocab;
+  std::vector<int32_t> ctx(ctx_len);
+  for (int i = 0; i < ctx_len; ++i) ctx[i] = static_cast<int32_t>((7919 * i + 13) % V);
+  reps = std::max(reps, 3);
+
+  // One decode step, verification of k + 1 tokens, one drafter step: best of `reps` rounds
+  // of 8 calls each at the same context length (the cache is cropped back each time).
+  s.eval(ctx, 1);
+  const int64_t base_pos = s.n_past();
+  auto time_eval = [&](int n) {
+    double best = 1e30;
+    std::vector<int32_t> toks(n, 5);
+    for (int r = 0; r < reps; ++r) {
+      const auto t0 = Clock::now();
+      for (int i = 0; i < 8; ++i) {
+        s.eval(toks, n);
+        s.crop(base_pos);
+      }
+      best = std::min(best, secs(t0) / 8);
+    }
+    return best;
+  };
+  time_eval(1);  // warm-up (plans, caches)
+  const double t_dec = time_eval(1);
+  std::vector<double> t_ver(kmax + 1, 0.0);
+  for (int k = 1; k <= kmax; ++k) t_ver[k] = time_eval(k + 1);
+  s.eval(std::vector<int32_t>{5}, 1);
+  const std::vector<float> h(s.hidden().begin(), s.hidden().end());
+  s.crop(base_pos);
+  double t_draft = 1e30;
+  src.step_once(s, 5, h, base_pos);
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    for (int i = 0; i < 8; ++i) src.step_once(s, 5, h, base_pos);
+    t_draft = std::min(t_draft, secs(t0) / 8);
+  }
+
+  std::printf("\n### Speculative decoding cost model (drafter %s, %d threads, context %d)\n\n",
+              dpath.c_str(), s.n_threads(), ctx_len);
+  std::printf("decode step: %.2f ms | drafter step: %.3f ms (%.1f%% of a decode step)\n\n",
+              t_dec * 1e3, t_draft * 1e3, 100 * t_draft / t_dec);
+  std::printf("| k | verify k+1 (ms) | verify / decode | round (ms) |");
+  const double accs[] = {0.5, 0.6, 0.7, 0.8, 0.9};
+  for (double a : accs) std::printf(" speed-up a=%.1f |", a);
+  std::printf("\n| ---: | ---: | ---: | ---: |");
+  for (size_t i = 0; i < std::size(accs); ++i) std::printf(" ---: |");
+  std::printf("\n");
+  for (int k = 1; k <= kmax; ++k) {
+    const double round = k * t_draft + t_ver[k];
+    std::printf("| %d | %.2f | %.3f | %.2f |", k, t_ver[k] * 1e3, t_ver[k] / t_dec, round * 1e3);
+    for (double a : accs) {
+      // Tokens per round with per-token acceptance a: 1 + a + ... + a^k.
+      const double tokens = (1 - std::pow(a, k + 1)) / (1 - a);
+      std::printf(" %.2fx |", tokens * t_dec / round);
+    }
+    std::printf("\n");
+  }
+
+  // A real run: plain greedy decoding, then speculative decoding of the same tokens with the
+  // drafter's output replaced by the true continuation at 70% per-token acceptance.
+  if (n_gen <= 0) return;
+  s.reset();
+  std::span<const float> logits = s.eval(ctx, 1);
+  std::vector<int32_t> truth;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < n_gen; ++i) {
+    truth.push_back(argmax(logits));
+    logits = s.eval(std::span<const int32_t>(&truth.back(), 1), 1);
+  }
+  const double plain_s = secs(t0);
+  s.reset();
+  SpeculativeOptions fo = so;
+  fo.adaptive = false;
+  ForcedAcceptanceDraft forced(src, truth, ctx_len, 0.7, V);
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  SpeculativeDecoder dec(s, forced, fo, greedy);
+  dec.start(ctx);
+  const auto t1 = Clock::now();
+  std::vector<int32_t> got{dec.last_token()};
+  while (static_cast<int>(got.size()) < n_gen) {
+    for (int32_t t : dec.step()) got.push_back(t);
+  }
+  const double spec_s = secs(t1);
+  got.resize(n_gen);
+  std::printf("\nforced 70%% acceptance, k = %d: plain %.2f t/s, speculative %.2f t/s (%.2fx), "
+              "output %s plain greedy\n",
+              kmax, n_gen / plain_s, n_gen / spec_s, plain_s / spec_s,
+              got == truth ? "identical to" : "DIFFERS from");
+  std::printf("%s", dec.stats().summary().c_str());
+}
+
+}  // namespace qgemma
