@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "kernels/attention/attention.h"
@@ -71,6 +72,23 @@ std::vector<float> vec(const GgufFile& f, const std::string& name, int64_t n) {
   std::vector<float> out(n);
   get_row_f32(t.type, t.data, 0, n, out.data(), 1.0f);
   return out;
+}
+
+// Row `row` of an embedding table, which the target loader may have repacked (Q4_0x8 / Q8_0x8:
+// 8 rows interleaved): unpack the row's group of 8 first.
+void embedding_row(const Matrix& t, int64_t row, float* y, float scale, std::vector<uint8_t>& tmp) {
+  TensorType plain = t.type;
+  if (t.type == TensorType::Q4_0x8) plain = TensorType::Q4_0;
+  if (t.type == TensorType::Q8_0x8) plain = TensorType::Q8_0;
+  if (plain == t.type) {
+    get_row_f32(t.type, t.data, row, t.in, y, scale);
+    return;
+  }
+  const size_t rb = row_size(plain, t.in);
+  if (tmp.size() < 8 * rb) tmp.resize(8 * rb);
+  const int64_t g = row / 8 * 8;
+  unpack_rows(t.type, t.data + static_cast<size_t>(g) * rb, tmp.data(), t.in, 0, 8);
+  get_row_f32(plain, tmp.data(), row - g, t.in, y, scale);
 }
 
 }  // namespace
@@ -233,11 +251,29 @@ DrafterWeights DrafterWeights::load(const GgufFile& f, const DrafterConfig& c) {
   return w;
 }
 
-std::unique_ptr<Drafter> Drafter::load(const std::string& path) {
+std::unique_ptr<Drafter> Drafter::load(const std::string& path, bool repack) {
   std::unique_ptr<Drafter> d(new Drafter);
   d->file_ = GgufFile::open(path);
   d->config_ = DrafterConfig::from_gguf(*d->file_);
   d->weights_ = DrafterWeights::load(*d->file_, d->config_);
+  if (repack) {
+    // The interleaved Q4_0 / Q8_0 layouts of the fastest GEMV kernels, as the target's loader.
+    std::vector<Matrix*> todo = {&d->weights_.token_embd, &d->weights_.pre_proj,
+                                 &d->weights_.post_proj};
+    for (DrafterLayerWeights& l : d->weights_.layers) {
+      for (Matrix* m : {&l.wq, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) todo.push_back(m);
+    }
+    for (Matrix* m : todo) {
+      if (!should_repack(m->type, m->out, m->in)) continue;
+      const size_t n = m->nbytes();
+      auto* dst = static_cast<uint8_t*>(std::aligned_alloc(64, (n + 63) / 64 * 64));
+      if (!dst) throw Error("out of memory repacking '" + m->name + "'");
+      d->repacked_.emplace_back(dst, std::free);
+      repack_rows(m->type, m->data, dst, m->in, 0, m->out);
+      m->type = repacked_type(m->type);
+      m->data = dst;
+    }
+  }
   return d;
 }
 
@@ -348,7 +384,7 @@ void DrafterRunner::step(const KvCache& kv, int32_t token, const float* h, int64
     throw Error("drafter: token id " + std::to_string(token) + " outside the vocabulary");
   }
   // [target_embed(token) * sqrt(E_target) ; h]
-  get_row_f32(tw_.token_embd.type, tw_.token_embd.data, token, B, xh_.data(), tc_.embed_scale);
+  embedding_row(tw_.token_embd, token, xh_.data(), tc_.embed_scale, tmp_);
   std::memcpy(xh_.data() + B, h, B * sizeof(float));
   matmul(w.pre_proj, xh_.data(), cur_.data());
   for (int il = 0; il < c.n_layer; ++il) {

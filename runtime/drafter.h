@@ -75,7 +75,8 @@ struct DrafterWeights {
 
 class Drafter {
  public:
-  static std::unique_ptr<Drafter> load(const std::string& path);
+  // repack: Q4_0 / Q8_0 matrices into the interleaved layouts (as Model::load).
+  static std::unique_ptr<Drafter> load(const std::string& path, bool repack = true);
   ~Drafter();
   const DrafterConfig& config() const { return config_; }
   const DrafterWeights& weights() const { return weights_; }
@@ -86,6 +87,7 @@ class Drafter {
   std::unique_ptr<GgufFile> file_;
   DrafterConfig config_;
   DrafterWeights weights_;
+  std::vector<std::unique_ptr<uint8_t[], void (*)(void*)>> repacked_;  // owned, 64-aligned
 };
 
 // One drafter forward step against a target model's KV cache. Holds scratch buffers; not
@@ -116,7 +118,7 @@ class DrafterRunner {
   std::vector<int> source_;
   std::vector<std::vector<float>> inv_freq_;
   std::vector<float> xh_, cur_, a_, q_, attn_, o_, h_, f_, gate_, up_, normed_, cs_;
-  std::vector<uint8_t> act_;
+  std::vector<uint8_t> act_, tmp_;
   std::vector<std::vector<float>> partials_;
 };
 

@@ -10,6 +10,7 @@
 #include "loader/error.h"
 #include "loader/gguf.h"
 #include "loader/tokenizer.h"
+#include "runtime/threadpool.h"
 
 namespace qgemma {
 namespace {
@@ -66,12 +67,15 @@ struct Adder {
     const TensorType t = matrix_type(base, name, layer, n_layer, in);
     const uint64_t sd = seed;
     w.add_tensor(name, t, {in, out}, [=](std::span<uint8_t> dst) {
-      std::vector<float> row(in);
+      // Rows are independent functions of (seed, name, row): fill them on every core.
       const size_t rb = row_size(t, in);
-      for (int64_t r = 0; r < out; ++r) {
-        fill_row(sd, name, r, 0.0f, half, row.data(), in);
-        quantize_row(t, row.data(), dst.data() + r * rb, in);
-      }
+      ThreadPool::global().parallel_range(out, 64, [&](int64_t r0, int64_t r1, int) {
+        std::vector<float> row(in);
+        for (int64_t r = r0; r < r1; ++r) {
+          fill_row(sd, name, r, 0.0f, half, row.data(), in);
+          quantize_row(t, row.data(), dst.data() + r * rb, in);
+        }
+      });
     });
   }
   void vec(const std::string& name, int64_t n, float center, float half) {

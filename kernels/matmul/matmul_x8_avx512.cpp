@@ -36,6 +36,7 @@ namespace {
 constexpr int kMaxRB = 6;        // activation rows per micro-kernel (4 * 6 + 8 zmm registers)
 constexpr int64_t kChunk = 256;  // K blocks per chunk (8192 elements)
 constexpr size_t kL2Target = 512 * 1024;  // bytes of weights per N block
+constexpr int64_t kPrefetch = 8;          // blocks ahead (GEMV)
 
 struct ActPrep {
   int32_t ncorr[kMaxRB][kChunk];  // -offset * sum of the block's int8 activations
@@ -90,6 +91,16 @@ void micro(const typename Format<kQ4>::Block* const* g, int64_t nb, const block_
   const __m512i lo4 = _mm512_set1_epi8(0x0F);
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   for (int64_t b = 0; b < nb; ++b) {
+    if (RB <= 2) {
+      // GEMV streams 4 groups at once from memory: prefetch kPrefetch blocks ahead so the
+      // hardware prefetcher's ramp-up on each stream does not stall the loads.
+      for (int j = 0; j < 4; ++j) {
+        const char* ahead = reinterpret_cast<const char*>(g[j] + b + kPrefetch);
+        _mm_prefetch(ahead, _MM_HINT_T0);
+        _mm_prefetch(ahead + 64, _MM_HINT_T0);
+        _mm_prefetch(ahead + 128, _MM_HINT_T0);
+      }
+    }
     __m512i i0[RB], i1[RB];
     for (int r = 0; r < RB; ++r) i0[r] = i1[r] = _mm512_set1_epi32(p.ncorr[r][b]);
     if constexpr (kQ4) {
