@@ -96,8 +96,10 @@ void embedding_row(const Matrix& t, int64_t row, float* y, float scale, std::vec
 DrafterConfig DrafterConfig::from_gguf(const GgufFile& f) {
   const std::string arch = f.get_string("general.architecture");
   if (arch != kArch) {
-    throw Error(f.path() + ": general.architecture: expected 'gemma4-assistant' (an MTP drafter), "
-                "found '" + arch + "'");
+    throw Error(f.path() +
+                ": general.architecture: expected 'gemma4-assistant' (an MTP drafter), "
+                "found '" +
+                arch + "'");
   }
   const std::string p = f.path() + ": ";
   DrafterConfig c;
@@ -114,8 +116,8 @@ DrafterConfig DrafterConfig::from_gguf(const GgufFile& f) {
   c.rms_eps = f.get_f32_opt(key("attention.layer_norm_rms_epsilon")).value_or(1e-6f);
   c.sliding_window = to_int(f.get_int(key("attention.sliding_window")), p + "sliding_window");
   const int hd_full = to_int(f.get_int(key("attention.key_length")), p + "key_length");
-  const int hd_swa =
-      to_int(f.get_int_opt(key("attention.key_length_swa")).value_or(hd_full), p + "key_length_swa");
+  const int hd_swa = to_int(f.get_int_opt(key("attention.key_length_swa")).value_or(hd_full),
+                            p + "key_length_swa");
   const float base_full = f.get_f32_opt(key("rope.freq_base")).value_or(1000000.0f);
   const float base_swa = f.get_f32_opt(key("rope.freq_base_swa")).value_or(10000.0f);
   const auto heads = f.get_int_or_array(key("attention.head_count"), c.n_layer);
@@ -196,7 +198,8 @@ void DrafterConfig::check_target(const ModelConfig& t) const {
     throw Error("drafter does not fit the target: " + what + " " + std::to_string(drafter) +
                 " (drafter) vs " + std::to_string(target) + " (target)");
   };
-  if (n_embd_backbone != t.n_embd) fail("backbone width (embedding_length_out)", n_embd_backbone, t.n_embd);
+  if (n_embd_backbone != t.n_embd)
+    fail("backbone width (embedding_length_out)", n_embd_backbone, t.n_embd);
   if (n_vocab != t.n_vocab) fail("vocabulary", n_vocab, t.n_vocab);
   int last_swa = -1, last_full = -1;
   for (int i = 0; i < t.n_layer; ++i) (t.layers[i].sliding ? last_swa : last_full) = i;
@@ -207,8 +210,10 @@ void DrafterConfig::check_target(const ModelConfig& t) const {
                   (layers[i].sliding ? "sliding" : "global") + " but the target has no such layer");
     }
     const LayerConfig& tl = t.layers[src];
-    if (tl.head_dim != layers[i].head_dim) fail("head dim of layer " + std::to_string(i), layers[i].head_dim, tl.head_dim);
-    if (layers[i].n_head % tl.n_head_kv != 0) fail("query heads vs target KV heads", layers[i].n_head, tl.n_head_kv);
+    if (tl.head_dim != layers[i].head_dim)
+      fail("head dim of layer " + std::to_string(i), layers[i].head_dim, tl.head_dim);
+    if (layers[i].n_head % tl.n_head_kv != 0)
+      fail("query heads vs target KV heads", layers[i].n_head, tl.n_head_kv);
   }
 }
 
@@ -335,8 +340,7 @@ void DrafterRunner::matmul(const Matrix& w, const float* x, float* y) {
                        [&](int64_t n0, int64_t n1, int) { qgemma::matmul(w.type, a, n0, n1); });
 }
 
-void DrafterRunner::attention(int il, const KvCache& kv, const float* q, int64_t pos,
-                              float* out) {
+void DrafterRunner::attention(int il, const KvCache& kv, const float* q, int64_t pos, float* out) {
   const DrafterLayerConfig& l = d_.config().layers[il];
   const int src = source_[il];
   FlashAttnArgs a;

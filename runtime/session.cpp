@@ -130,6 +130,9 @@ SessionOptions checked(const Model& m, SessionOptions o) {
   }
   if (o.n_batch <= 0) throw Error("--batch must be > 0");
   o.n_batch = std::min(o.n_batch, o.n_ctx);
+  const BackendChoice b = resolve_backend(o.backend, o.device);  // auto -> cpu or vulkan
+  o.backend = b.kind;
+  o.device = b.device;
   const MemoryEstimate e = Session::estimate(m, o);
   if (e.total() > o.mem_budget) {
     throw Error("memory budget exceeded: weights " + format_bytes(e.weights) + " + KV cache " +
@@ -148,12 +151,19 @@ Session::Session(const Model& m, const SessionOptions& o)
     : m_(m),
       o_(checked(m, o)),
       pool_(std::make_unique<ThreadPool>(o_.n_threads)),
-      kv_(m.config(), o_.n_ctx, o_.n_batch, o_.kv_type),
-      backend_(m.config(), *pool_) {}
+      // On Vulkan the cache lives on the device: the host one is a placeholder.
+      kv_(m.config(), o_.backend == BackendKind::vulkan ? 1 : o_.n_ctx,
+          o_.backend == BackendKind::vulkan ? 1 : o_.n_batch, o_.kv_type),
+      backend_(m.config(), *pool_) {
+  if (o_.backend == BackendKind::vulkan)
+    gpu_ = GpuBackend::open(o_.device, m.config(), o_.n_ctx, o_.n_batch, o_.kv_type);
+}
 
 Session::~Session() = default;
 
 int Session::n_threads() const { return pool_->size(); }
+
+std::string Session::backend_name() const { return gpu_ ? gpu_->name() : "CPU"; }
 
 const Session::Plan& Session::plan(int64_t n_tokens, int64_t n_outputs) {
   const auto key = std::make_pair(n_tokens, n_outputs);
@@ -164,7 +174,7 @@ const Session::Plan& Session::plan(int64_t n_tokens, int64_t n_outputs) {
     p.memory = plan_memory(p.graph);
     it = plans_.emplace(key, std::move(p)).first;
   }
-  if (static_cast<int64_t>(arena_.size()) < it->second.memory.arena_floats) {
+  if (!gpu_ && static_cast<int64_t>(arena_.size()) < it->second.memory.arena_floats) {
     arena_.resize(it->second.memory.arena_floats);
   }
   return it->second;
@@ -187,9 +197,14 @@ const float* Session::forward(std::span<const int32_t> tokens, int64_t n_outputs
   for (int64_t i = 0; i < T; ++i) pos_[i] = static_cast<int32_t>(n_past_ + i);
   const Plan& p = plan(T, n_outputs);
   const float* out =
-      backend_.run(p.graph, p.memory, arena_.data(), tokens.data(), pos_.data(), kv_);
+      gpu_ ? gpu_->run(p.graph, p.memory, tokens.data(), pos_.data())
+           : backend_.run(p.graph, p.memory, arena_.data(), tokens.data(), pos_.data(), kv_);
   n_past_ += T;
-  hidden_ = p.graph.hidden >= 0 ? arena_.data() + p.memory.offset[p.graph.hidden] : nullptr;
+  if (gpu_) {
+    hidden_ = gpu_->hidden().empty() ? nullptr : gpu_->hidden().data();
+  } else {
+    hidden_ = p.graph.hidden >= 0 ? arena_.data() + p.memory.offset[p.graph.hidden] : nullptr;
+  }
   hidden_rows_ = hidden_ ? n_outputs : 0;
   return out;
 }
@@ -233,12 +248,20 @@ std::vector<float> Session::eval_all(std::span<const int32_t> tokens) {
 
 void Session::crop(int64_t n) {
   if (n < 0 || n > n_past_) throw Error("crop: position " + std::to_string(n) + " out of range");
-  kv_.crop(n);
+  if (gpu_) {
+    gpu_->crop(n);
+  } else {
+    kv_.crop(n);
+  }
   n_past_ = n;
 }
 
 void Session::reset() {
-  kv_.clear();
+  if (gpu_) {
+    gpu_->clear();
+  } else {
+    kv_.clear();
+  }
   n_past_ = 0;
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/quant/formats.h"
+#include "runtime/backend_select.h"
 #include "runtime/cpu_backend.h"
 #include "runtime/graph.h"
 #include "runtime/kv_cache.h"
@@ -56,6 +57,10 @@ struct SessionOptions {
   int n_threads = 0;      // <= 0: all cores
   TensorType kv_type = TensorType::F16;
   uint64_t mem_budget = 16 * kGiB;
+  // cpu, vulkan or automatic (runtime/backend_select.h); device: Vulkan device index (-1: the
+  // default). On Vulkan the KV cache and activations live on the device (kv_cache() is empty).
+  BackendKind backend = BackendKind::cpu;
+  int device = -1;
 };
 
 struct MemoryEstimate {
@@ -83,6 +88,13 @@ class Session {
   const ModelConfig& config() const { return m_.config(); }
   const KvCache& kv_cache() const { return kv_; }
   int n_threads() const;
+  // "CPU" or "Vulkan (<device name>)".
+  std::string backend_name() const;
+  bool on_gpu() const { return gpu_ != nullptr; }
+  // The GPU's read bandwidth in GB/s (on_gpu() only).
+  double gpu_read_bandwidth_gbs(size_t bytes, int reps) {
+    return gpu_->read_bandwidth_gbs(bytes, reps);
+  }
   // Final hidden states (after the final norm) of the output rows of the last forward pass,
   // [rows x n_embd] row-major: after eval(tokens, n) with tokens.size() <= n_batch, the last n
   // tokens' states (the MTP drafter's input). Valid until the next eval / eval_all.
@@ -112,6 +124,7 @@ class Session {
   int64_t n_past_ = 0;
   const float* hidden_ = nullptr;  // see hidden()
   int64_t hidden_rows_ = 0;
+  std::unique_ptr<GpuBackend> gpu_;  // set when the graphs run on Vulkan
 };
 
 std::string format_bytes(uint64_t bytes);  // "6.71 GiB", "512.0 MiB"

@@ -44,6 +44,11 @@ void MtpDraftSource::draft(const Session& target, int32_t token, std::span<const
                            std::vector<std::vector<TokenProb>>* dists) {
   out->clear();
   if (dists) dists->clear();
+  if (target.kv_cache().n_ctx() <= target.n_past()) {
+    // The Vulkan backend keeps the cache on the device; the host one is a placeholder.
+    throw Error("the MTP drafter reads the target's KV cache on the CPU: this session's cache "
+                "is not on the host (run the target on the CPU backend for --draft)");
+  }
   if (hidden.size() != h_.size()) {
     throw Error("drafter: hidden state of " + std::to_string(hidden.size()) + " floats, expected " +
                 std::to_string(h_.size()));
@@ -160,8 +165,8 @@ std::vector<int32_t> SpeculativeDecoder::step() {
   const int64_t V = target_.config().n_vocab;
   const int64_t E = target_.config().n_embd;
   // Verification needs positions p .. p + k inside the context, k + 1 rows in one batch.
-  const int64_t room = std::min<int64_t>(target_.kv_cache().n_ctx() - p - 1,
-                                         target_.kv_cache().n_batch() - 1);
+  const int64_t room =
+      std::min<int64_t>(target_.kv_cache().n_ctx() - p - 1, target_.kv_cache().n_batch() - 1);
   const int k = static_cast<int>(std::clamp<int64_t>(std::min<int64_t>(k_, room), 0, k_));
 
   std::vector<int32_t> drafts;

@@ -60,18 +60,18 @@ class MtpDraftSource : public DraftSource {
 };
 
 struct SpeculativeOptions {
-  int draft_max = 4;      // k at most (k + 1 <= 9 keeps verification on the GEMV path)
-  int draft_min = 1;      // k at least
-  bool adaptive = true;   // shorten after rejections, lengthen after full acceptance
-  int draft_start = 0;    // initial k (0: draft_max)
+  int draft_max = 4;     // k at most (k + 1 <= 9 keeps verification on the GEMV path)
+  int draft_min = 1;     // k at least
+  bool adaptive = true;  // shorten after rejections, lengthen after full acceptance
+  int draft_start = 0;   // initial k (0: draft_max)
 };
 
 struct SpeculativeStats {
-  int64_t rounds = 0;     // verification passes with at least one draft
-  int64_t plain = 0;      // single-token decode steps (no room to draft)
-  int64_t drafted = 0;    // draft tokens proposed
-  int64_t accepted = 0;   // draft tokens accepted
-  int64_t generated = 0;  // tokens emitted (accepted + bonus / resampled)
+  int64_t rounds = 0;                            // verification passes with at least one draft
+  int64_t plain = 0;                             // single-token decode steps (no room to draft)
+  int64_t drafted = 0;                           // draft tokens proposed
+  int64_t accepted = 0;                          // draft tokens accepted
+  int64_t generated = 0;                         // tokens emitted (accepted + bonus / resampled)
   std::vector<int64_t> drafted_at, accepted_at;  // per draft position (0-based)
   double draft_s = 0, verify_s = 0;              // time in the drafter / in target passes
   double acceptance() const { return drafted ? static_cast<double>(accepted) / drafted : 0.0; }

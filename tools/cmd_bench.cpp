@@ -114,7 +114,9 @@ int run_bench(const BenchCmd& cmd) {
   getrusage(RUSAGE_SELF, &ru);
   const uint64_t peak_rss = static_cast<uint64_t>(ru.ru_maxrss) * 1024;
   double bw = 0;
-  if (cmd.bandwidth) {
+  if (cmd.bandwidth && session.on_gpu()) {
+    bw = session.gpu_read_bandwidth_gbs(size_t{1} << 30, 5) * 1e9;  // the GPU's memory
+  } else if (cmd.bandwidth) {
     ThreadPool pool(session.n_threads());
     bw = measure_read_bandwidth(pool);
   }
@@ -132,7 +134,7 @@ int run_bench(const BenchCmd& cmd) {
       j["model_type"] = model_name;
       j["model_size"] = model->weights().nbytes;
       j["model_n_params"] = c.n_params();
-      j["backend"] = "CPU";
+      j["backend"] = session.backend_name();
       j["n_threads"] = session.n_threads();
       j["n_batch"] = so.n_batch;
       j["type_k"] = cmd.model.kv_type;
@@ -155,13 +157,15 @@ int run_bench(const BenchCmd& cmd) {
   std::printf("| model | size | params | backend | threads | test | t/s |\n");
   std::printf("| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
   for (const Result& r : results) {
-    std::printf("| %s | %s | %s | CPU | %d | %s | %.2f ± %.2f |\n", model_name.c_str(),
+    std::printf("| %s | %s | %s | %s | %d | %s | %.2f ± %.2f |\n", model_name.c_str(),
                 format_bytes(model->weights().nbytes).c_str(), params_str(c.n_params()).c_str(),
-                session.n_threads(), r.test.c_str(), r.mean(), r.stddev());
+                session.backend_name().c_str(), session.n_threads(), r.test.c_str(), r.mean(),
+                r.stddev());
   }
   std::printf("\npeak RSS: %s\n", format_bytes(peak_rss).c_str());
   if (bw > 0) {
-    std::printf("measured read bandwidth: %.2f GB/s\n", bw / 1e9);
+    std::printf("measured read bandwidth (%s): %.2f GB/s\n",
+                session.on_gpu() ? "GPU memory" : "CPU memory", bw / 1e9);
     for (const Result& r : results) {
       if (!r.n_gen) continue;
       std::printf(
@@ -190,7 +194,10 @@ const bool registered = register_command(
       app.add_option("-o,--output", cmd->output, "md or json")->capture_default_str();
       app.add_flag("!--no-bandwidth", cmd->bandwidth, "skip the memory bandwidth measurement");
       cmd->draft.add(app);
-      run = [cmd] { return run_bench(*cmd); };
+      run = [cmd] {
+        if (cmd->draft.enabled()) cmd->model.require_cpu("--draft (speculative decoding)");
+        return run_bench(*cmd);
+      };
     });
 
 }  // namespace

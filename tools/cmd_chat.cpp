@@ -13,6 +13,7 @@
 #include "loader/tokenizer.h"
 #include "runtime/sampling.h"
 #include "tools/command.h"
+#include "tools/draft_options.h"
 #include "tools/run_options.h"
 
 namespace qgemma {
@@ -23,6 +24,7 @@ struct ChatCmd {
   SamplingOptions sampling;
   std::string system;
   int n_predict = 1024;  // per reply
+  DraftOptions draft;    // --draft: speculative decoding with an MTP drafter
 };
 
 int run_chat(const ChatCmd& cmd) {
@@ -31,6 +33,7 @@ int run_chat(const ChatCmd& cmd) {
   Session session(*model, cmd.model.session());
   Sampler sampler(cmd.sampling.p);
   bool first = true, reply_closed = false;
+  ChatDraftState draft_state;  // --draft
   std::fprintf(stderr, "qgemma chat: type a message, /reset to start over, /exit to quit\n");
   std::string line;
   while (true) {
@@ -57,6 +60,12 @@ int run_chat(const ChatCmd& cmd) {
                   " tokens is full (use /reset or a larger --ctx)");
     }
     first = false;
+    if (cmd.draft.enabled()) {
+      reply_closed = chat_reply_speculative(draft_state, *model, session, cmd.draft,
+                                            cmd.model.model, cmd.sampling.p, ids, cmd.n_predict,
+                                            tok);
+      continue;
+    }
     for (int32_t id : ids) sampler.accept(id);
     const auto t0 = std::chrono::steady_clock::now();
     std::span<const float> logits = session.eval(ids, 1);
@@ -92,7 +101,12 @@ const bool registered =
                        app.add_option("--system", cmd->system, "system prompt");
                        app.add_option("-n,--n-predict", cmd->n_predict, "most tokens per reply")
                            ->capture_default_str();
-                       run = [cmd] { return run_chat(*cmd); };
+                       cmd->draft.add(app);
+                       run = [cmd] {
+                         if (cmd->draft.enabled())
+                           cmd->model.require_cpu("--draft (speculative decoding)");
+                         return run_chat(*cmd);
+                       };
                      });
 
 }  // namespace

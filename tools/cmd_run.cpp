@@ -101,7 +101,10 @@ const bool registered = register_command(
       r->excludes(c);
       app.add_flag("--print-ids", cmd->print_ids, "print the generated token ids at the end");
       cmd->draft.add(app);
-      run = [cmd] { return run_run(*cmd); };
+      run = [cmd] {
+        if (cmd->draft.enabled()) cmd->model.require_cpu("--draft (speculative decoding)");
+        return run_run(*cmd);
+      };
     });
 
 }  // namespace

@@ -131,12 +131,74 @@ inline int run_speculative(const Model& model, Session& session, const DraftOpti
   return 0;
 }
 
+// `chat --draft`: the drafter, loaded on the first reply, and the statistics of all replies.
+struct ChatDraftState {
+  std::unique_ptr<Drafter> drafter;
+  std::unique_ptr<MtpDraftSource> src;
+  int turn = 0;
+};
+
+// One chat reply with speculative decoding: evaluates `ids` after what the session holds,
+// streams the reply and leaves the cache holding ids + the reply, its stop token included (as
+// the plain chat loop does). Returns whether the reply ended with the end-of-turn token.
+inline bool chat_reply_speculative(ChatDraftState& st, const Model& model, Session& session,
+                                   const DraftOptions& d, const std::string& target_path,
+                                   SamplingParams sp, std::span<const int32_t> ids, int n_predict,
+                                   const Tokenizer& tok) {
+  using Clock = std::chrono::steady_clock;
+  if (!st.drafter) {
+    st.drafter = Drafter::load(d.resolve(target_path));
+    st.src = std::make_unique<MtpDraftSource>(*st.drafter, model, session.n_threads());
+  }
+  sp.seed += static_cast<uint64_t>(st.turn++);
+  const auto t0 = Clock::now();
+  const int64_t base = session.n_past() + static_cast<int64_t>(ids.size());  // reply starts here
+  const int64_t n_ctx = session.kv_cache().n_ctx();
+  SpeculativeDecoder dec(session, *st.src, d.options(), sp);
+  StreamingDecoder out(tok);
+  std::vector<int32_t> reply;
+  bool closed = false, done = false;
+  auto emit = [&](int32_t id) {
+    reply.push_back(id);
+    if (tok.is_stop(id)) {
+      closed = id == tok.eot_id();
+      return false;
+    }
+    std::fputs(out.push(id).c_str(), stdout);
+    std::fflush(stdout);
+    return static_cast<int>(reply.size()) < n_predict;
+  };
+  done = n_predict <= 0 || !emit(dec.start(ids));
+  while (!done && session.n_past() < n_ctx) {
+    for (int32_t id : dec.step()) {
+      if ((done = !emit(id))) break;
+    }
+  }
+  // The cache holds the reply's tokens but the last emitted one, and possibly accepted tokens
+  // after the stop: make it hold exactly the reply.
+  const int64_t want = base + static_cast<int64_t>(reply.size());
+  if (session.n_past() > want) session.crop(want);
+  if (session.n_past() < want && want <= n_ctx) {
+    session.eval(std::span<const int32_t>(&reply.back(), 1), 1);
+  }
+  std::fputs(out.flush().c_str(), stdout);
+  std::fputs("\n", stdout);
+  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  const SpeculativeStats& stats = dec.stats();
+  std::fprintf(stderr,
+               "[%zu prompt + %zu reply tokens in %.2f s, context %lld; speculative: %.2f tokens "
+               "per round, %.0f%% of drafts accepted]\n",
+               ids.size(), reply.size(), s, static_cast<long long>(session.n_past()),
+               stats.mean_accepted_length(), 100 * stats.acceptance());
+  return closed;
+}
+
 // Proposes the target's known greedy continuation, each token wrong with probability 1 - a
 // (per-token acceptance a), while still running the real drafter for its cost.
 class ForcedAcceptanceDraft : public DraftSource {
  public:
-  ForcedAcceptanceDraft(DraftSource& real, std::vector<int32_t> truth, int64_t first_pos,
-                        double a, int64_t vocab)
+  ForcedAcceptanceDraft(DraftSource& real, std::vector<int32_t> truth, int64_t first_pos, double a,
+                        int64_t vocab)
       : real_(real), truth_(std::move(truth)), first_pos_(first_pos), a_(a), vocab_(vocab) {}
   void draft(const Session& target, int32_t token, std::span<const float> hidden, int64_t pos,
              int k, Sampler* sampler, std::vector<int32_t>* out,
@@ -164,9 +226,8 @@ class ForcedAcceptanceDraft : public DraftSource {
 
 // `bench --draft`: the cost model of speculative decoding on this machine and a run with forced
 // acceptance. Prints markdown.
-inline void bench_speculative(const Model& model, const SessionOptions& base,
-                              const DraftOptions& d, const std::string& target_path, int n_gen,
-                              int reps) {
+inline void bench_speculative(const Model& model, const SessionOptions& base, const DraftOptions& d,
+                              const std::string& target_path, int n_gen, int reps) {
   using Clock = std::chrono::steady_clock;
   auto secs = [](Clock::time_point t0) {
     return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -266,10 +327,11 @@ inline void bench_speculative(const Model& model, const SessionOptions& base,
   }
   const double spec_s = secs(t1);
   got.resize(n_gen);
-  std::printf("\nforced 70%% acceptance, k = %d: plain %.2f t/s, speculative %.2f t/s (%.2fx), "
-              "output %s plain greedy\n",
-              kmax, n_gen / plain_s, n_gen / spec_s, plain_s / spec_s,
-              got == truth ? "identical to" : "DIFFERS from");
+  std::printf(
+      "\nforced 70%% acceptance, k = %d: plain %.2f t/s, speculative %.2f t/s (%.2fx), "
+      "output %s plain greedy\n",
+      kmax, n_gen / plain_s, n_gen / spec_s, plain_s / spec_s,
+      got == truth ? "identical to" : "DIFFERS from");
   std::printf("%s", dec.stats().summary().c_str());
 }
 

@@ -22,6 +22,8 @@ struct ModelOptions {
   std::string kv_type = "f16";
   double mem_budget_gib = 16.0;
   bool repack = true;
+  std::string backend = "auto";
+  int device = -1;
 
   void add(CLI::App& app) {
     app.add_option("-m,--model", model, "GGUF file (architecture gemma4)")->required();
@@ -31,6 +33,20 @@ struct ModelOptions {
     app.add_option("--kv-type", kv_type, "KV cache type: f16 or q8_0")->capture_default_str();
     app.add_option("--mem-budget", mem_budget_gib, "memory budget in GiB")->capture_default_str();
     app.add_flag("!--no-repack", repack, "keep Q4_0/Q8_0 weights in the file's layout");
+    app.add_option("--backend", backend,
+                   "cpu, vulkan or auto (auto: Vulkan on a discrete or integrated GPU, else CPU)")
+        ->capture_default_str();
+    app.add_option("--device", device, "Vulkan device index (see `qgemma devices`; -1: default)")
+        ->capture_default_str();
+  }
+
+  // For features that need the CPU backend: `auto` becomes `cpu`, `vulkan` is an error.
+  void require_cpu(const std::string& what) {
+    if (backend == "vulkan") {
+      throw Error(what + " runs on the CPU backend only (the MTP drafter reads the CPU KV cache); "
+                  "use --backend cpu");
+    }
+    backend = "cpu";
   }
 
   SessionOptions session() const {
@@ -46,6 +62,8 @@ struct ModelOptions {
       throw Error("--kv-type '" + kv_type + "': expected f16 or q8_0");
     }
     o.mem_budget = static_cast<uint64_t>(mem_budget_gib * static_cast<double>(kGiB));
+    o.backend = parse_backend(backend);
+    o.device = device;
     return o;
   }
 };
@@ -66,6 +84,9 @@ struct SamplingOptions {
 // Loads a model, drawing a progress bar on stderr while a large file is read.
 inline std::unique_ptr<Model> load_model_with_progress(const ModelOptions& opts) {
   const std::string& path = opts.model;
+  // The Vulkan backend reads the file's layouts (it would unpack repacked rows on upload).
+  const bool cpu =
+      resolve_backend(parse_backend(opts.backend), opts.device).kind == BackendKind::cpu;
   int last = -1;
   auto m = Model::load(
       path,
@@ -79,7 +100,7 @@ inline std::unique_ptr<Model> load_model_with_progress(const ModelOptions& opts)
         if (done == total) std::fprintf(stderr, "\n");
         std::fflush(stderr);
       },
-      opts.repack);
+      opts.repack && cpu);
   return m;
 }
 

@@ -65,12 +65,14 @@ struct MatmulKernels {
 // The kernels for `wtype` at exactly `isa` (entries may be null). Tests and benchmarks use it to
 // call a specific variant.
 MatmulKernels matmul_kernels(TensorType wtype, Isa isa);
-// The best available kernel for `wtype`, R rows, at ISA `isa` or below.
+// The best available kernel for `wtype`, R rows, at ISA `isa` or below; nullptr when
+// !matmul_supported(wtype). Pick once per node and call it from every thread.
 MatmulFn matmul_pick(TensorType wtype, int64_t R, Isa isa);
 
 // Computes columns [n0, n1) with the best kernel for active_isa() (gemv for R <= 8, else gemm).
 void matmul(TensorType wtype, const MatmulArgs& a, int64_t n0, int64_t n1);
 // Scalar reference for every supported weight type (same semantics, same arguments).
+// matmul() and matmul_ref() require matmul_supported(wtype).
 void matmul_ref(TensorType wtype, const MatmulArgs& a, int64_t n0, int64_t n1);
 
 // ---- repacked layouts -------------------------------------------------------------------

@@ -260,6 +260,12 @@ const float* VulkanBackend::run(const Graph& g, const MemoryPlan& plan, const in
   out_.resize(out.nfloats());
   dev_.download(arena_, static_cast<size_t>(plan.offset[g.output]) * 4, out_.data(),
                 out_.size() * 4);
+  hidden_.clear();
+  if (g.hidden >= 0) {
+    hidden_.resize(g.tensors[g.hidden].nfloats());
+    dev_.download(arena_, static_cast<size_t>(plan.offset[g.hidden]) * 4, hidden_.data(),
+                  hidden_.size() * 4);
+  }
   return out_.data();
 }
 

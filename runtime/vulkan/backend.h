@@ -40,6 +40,10 @@ class VulkanBackend {
   const float* run(const Graph& g, const MemoryPlan& plan, const int32_t* tokens,
                    const int32_t* pos);
 
+  // The graph's hidden state (Graph::hidden) of the last run, copied to host memory: [rows x
+  // n_embd], empty when the graph has none (valid until the next run).
+  const std::vector<float>& hidden() const { return hidden_; }
+
   void crop(int64_t n);  // forget positions >= n (KvCache::crop rules)
   void clear();
   Device& device() { return dev_; }
@@ -69,7 +73,7 @@ class VulkanBackend {
   std::vector<Buffer> inv_freq_;           // per layer [head_dim / 2]
   std::vector<KvLayer> kv_;
   Buffer arena_, tokens_, pos_, slots_ring_, slots_linear_, q8_;
-  std::vector<float> out_;
+  std::vector<float> out_, hidden_;
   uint32_t last_dispatches_ = 0, last_barriers_ = 0;
 };
 

@@ -34,7 +34,7 @@ struct RawTensor {
   std::vector<uint64_t> dims;
   uint32_t type = 0;  // f32
   uint64_t offset = 0;
-  std::optional<uint32_t> n_dims;  // written instead of dims.size() when set
+  std::optional<uint32_t> n_dims = std::nullopt;  // written instead of dims.size() when set
 };
 
 // A GGUF file assembled field by field, so a test can corrupt any one of them.

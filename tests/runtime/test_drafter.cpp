@@ -107,8 +107,7 @@ RefOut reference_step(const Drafter& d, const Model& t, const KvCache& kv, int32
   const ModelConfig& tc = t.config();
   const int64_t E = c.n_embd, B = c.n_embd_backbone;
   std::vector<float> emb(B);
-  get_row_f32(t.weights().token_embd.type, t.weights().token_embd.data, token, B, emb.data(),
-              1.0f);
+  get_row_f32(t.weights().token_embd.type, t.weights().token_embd.data, token, B, emb.data(), 1.0f);
   std::vector<double> xh(2 * B);
   for (int64_t i = 0; i < B; ++i) xh[i] = emb[i] * std::sqrt(static_cast<double>(tc.n_embd));
   for (int64_t i = 0; i < B; ++i) xh[B + i] = h[i];
@@ -151,10 +150,10 @@ RefOut reference_step(const Drafter& d, const Model& t, const KvCache& kv, int32
       for (int64_t j = 0; j < args.n_kv; ++j) {
         const int32_t kp = args.kv_pos[j];
         if (kp < 0 || kp > pos || (window > 0 && pos - kp >= window)) continue;
-        get_row_f32(args.k_type,
-                    static_cast<const char*>(args.k) + j * args.k_stride_slot +
-                        g * args.k_stride_head,
-                    0, hd, krow.data(), 1.0f);
+        get_row_f32(
+            args.k_type,
+            static_cast<const char*>(args.k) + j * args.k_stride_slot + g * args.k_stride_head, 0,
+            hd, krow.data(), 1.0f);
         double s = 0;
         for (int i = 0; i < hd; ++i) s += q[int64_t{hh} * hd + i] * krow[i];
         sc.push_back(s * tc.attn_scale);
@@ -164,10 +163,10 @@ RefOut reference_step(const Drafter& d, const Model& t, const KvCache& kv, int32
       for (double s : sc) mx = std::max(mx, s);
       for (double& s : sc) sum += (s = std::exp(s - mx));
       for (size_t n = 0; n < js.size(); ++n) {
-        get_row_f32(args.v_type,
-                    static_cast<const char*>(args.v) + js[n] * args.v_stride_slot +
-                        g * args.v_stride_head,
-                    0, hd, vrow.data(), 1.0f);
+        get_row_f32(
+            args.v_type,
+            static_cast<const char*>(args.v) + js[n] * args.v_stride_slot + g * args.v_stride_head,
+            0, hd, vrow.data(), 1.0f);
         for (int i = 0; i < hd; ++i) att[int64_t{hh} * hd + i] += sc[n] / sum * vrow[i];
       }
     }
@@ -251,9 +250,9 @@ TEST(Drafter, RefusesWrongArchitectureAndMissingTensor) {
   GgufWriter w;
   c.to_gguf(w);
   std::vector<float> zeros(c.n_embd * c.n_vocab, 0.0f);
-  w.add_tensor("token_embd.weight", TensorType::F32, {c.n_embd, c.n_vocab},
-               std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(zeros.data()),
-                                        zeros.size() * 4));
+  w.add_tensor(
+      "token_embd.weight", TensorType::F32, {c.n_embd, c.n_vocab},
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(zeros.data()), zeros.size() * 4));
   const std::string p = kDir + "/broken.gguf";
   w.write(p);
   try {

@@ -151,8 +151,8 @@ TEST(Speculative, GreedyOracleAcceptsEveryLengthAndEqualsPlain) {
     while (got.size() < ref.size()) {
       const int64_t before = s.n_past();
       const std::vector<int32_t> e = dec.step();
-      const int64_t drafted = std::min<int64_t>(k, static_cast<int64_t>(ref.size()) -
-                                                       static_cast<int64_t>(got.size()));
+      const int64_t drafted =
+          std::min<int64_t>(k, static_cast<int64_t>(ref.size()) - static_cast<int64_t>(got.size()));
       const int expect_acc = std::min<int>(oracle.planted_.at(round), static_cast<int>(drafted));
       EXPECT_EQ(static_cast<int>(e.size()), expect_acc + 1) << "k " << k << " round " << round;
       EXPECT_EQ(s.n_past(), before + static_cast<int64_t>(e.size())) << "crop";
