@@ -43,7 +43,8 @@ struct ModelOptions {
   // For features that need the CPU backend: `auto` becomes `cpu`, `vulkan` is an error.
   void require_cpu(const std::string& what) {
     if (backend == "vulkan") {
-      throw Error(what + " runs on the CPU backend only (the MTP drafter reads the CPU KV cache); "
+      throw Error(what +
+                  " runs on the CPU backend only (the MTP drafter reads the CPU KV cache); "
                   "use --backend cpu");
     }
     backend = "cpu";

@@ -21,10 +21,16 @@
 #
 # Usage (from the repository root on the device machine):
 #   scripts/device/vulkan-bench.sh [BUILD_DIR] [WORK_DIR]
+# Dry runs elsewhere (e.g. on lavapipe: VK_DRIVER_FILES=/usr/share/vulkan/icd.d/lvp_icd.x86_64.json)
+# may shrink the work: VKB_PRESET=tiny VKB_P=32 VKB_N=8 VKB_R=1 VKB_BW_MIB=256 VKB_SKIP_TESTS=1.
 # Output files (bench JSON, logs) go to $OUT when set (the device tool's result folder).
 set -uo pipefail
 
 BUILD_DIR=${1:-build-device}
+PRESET=${VKB_PRESET:-12b}
+P=${VKB_P:-512}
+N=${VKB_N:-128}
+R=${VKB_R:-3}
 WORK_DIR=${2:-/tmp/qgemma-vk}
 RESULTS=${OUT:-$WORK_DIR}
 QGEMMA="$BUILD_DIR/tools/qgemma"
@@ -60,7 +66,7 @@ DEV=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(next(x[
 TYPE=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d[int(sys.argv[2])]["type"])' "$RESULTS/devices.json" "$DEV")
 [ "$TYPE" = discrete ] || echo "vulkan-bench: WARNING: default device $DEV is '$TYPE', not the GPU"
 export QGEMMA_VK_DEVICE=$DEV
-BW_JSON=$("$QGEMMA" devices --bandwidth "$DEV" --bandwidth-mib 2048 --json) || die "bandwidth probe failed"
+BW_JSON=$("$QGEMMA" devices --bandwidth "$DEV" --bandwidth-mib "${VKB_BW_MIB:-2048}" --json) || die "bandwidth probe failed"
 echo "$BW_JSON" | tee "$RESULTS/bandwidth.json"
 BW=$(echo "$BW_JSON" | python3 -c 'import json,sys; print(json.load(sys.stdin)["read_bandwidth_gbs"])')
 echo "measured read bandwidth: $BW GB/s"
@@ -68,6 +74,7 @@ echo "measured read bandwidth: $BW GB/s"
 # --- 2. shader tests on the GPU ----------------------------------------------------------------
 status=0
 for t in "$BUILD_DIR"/tests/vulkan_test_*; do
+  [ -n "${VKB_SKIP_TESTS:-}" ] && break
   [ -x "$t" ] || continue
   echo "== $(basename "$t")"
   "$t" --gtest_brief=1 2>&1 | tee -a "$RESULTS/vulkan-tests.log" | tail -3 || status=1
@@ -75,13 +82,13 @@ done
 
 # --- 3. 12B Q4_0 bench -------------------------------------------------------------------------
 "$QGEMMA" bench --help 2>&1 | grep -q -- '--backend' || die "this qgemma's bench has no --backend option (an old build?)"
-MODEL="$WORK_DIR/gemma4-12b-q4_0.gguf"
+MODEL="$WORK_DIR/gemma4-$PRESET-q4_0.gguf"
 if [ ! -f "$MODEL" ]; then
-  echo "synthesizing $MODEL (about 7 GB) ..."
-  "$QGEMMA" synth --preset 12b --type q4_0 -o "$MODEL" || die "synth failed"
+  echo "synthesizing $MODEL ($PRESET q4_0; 12b: about 7 GB) ..."
+  "$QGEMMA" synth --preset "$PRESET" --type q4_0 -o "$MODEL" || die "synth failed"
 fi
 MODEL_BYTES=$(stat -c %s "$MODEL")
-"$QGEMMA" bench -m "$MODEL" --backend vulkan --device "$DEV" -p 512 -n 128 -r 3 -o json \
+"$QGEMMA" bench -m "$MODEL" --backend vulkan --device "$DEV" -p "$P" -n "$N" -r "$R" -o json \
   > "$RESULTS/bench.json" 2> "$RESULTS/bench.err" \
   || { cat "$RESULTS/bench.err" >&2; die "qgemma bench --backend vulkan failed"; }
 cat "$RESULTS/bench.json"

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "runtime/backend_select.h"
+#include "runtime/session.h"
 #include "runtime/vulkan/device.h"
 #include "vulkan/vk_fixture.h"
 
@@ -138,6 +139,60 @@ TEST_F(ToolsBackend, RunGreedyTokensEqualCpu) {
   ASSERT_FALSE(want.empty()) << c.out;
   EXPECT_NE(want.substr(0, want.find(',')), want.substr(want.rfind(',') + 1)) << want;
   EXPECT_EQ(ids_line(g.out), want) << "cpu:\n" << c.out << "\nvulkan:\n" << g.out;
+}
+
+// The library side of the wiring: a Session on Vulkan (logits, hidden states, crop, reset)
+// against a Session on the CPU.
+TEST_F(ToolsBackend, SessionOnVulkanMatchesCpu) {
+  auto m = Model::load(model("f32"), {}, /*repack=*/false);
+  SessionOptions so;
+  so.n_ctx = 32;
+  so.n_batch = 4;
+  Session cpu(*m, so);
+  so.backend = BackendKind::vulkan;
+  so.device = static_cast<int>(test_device().info().index);
+  Session gpu(*m, so);
+  EXPECT_FALSE(cpu.on_gpu());
+  ASSERT_TRUE(gpu.on_gpu());
+  EXPECT_EQ(gpu.backend_name(), "Vulkan (" + test_device().info().name + ")");
+  EXPECT_EQ(cpu.backend_name(), "CPU");
+  auto close = [](std::span<const float> a, std::span<const float> b, const char* what) {
+    ASSERT_EQ(a.size(), b.size()) << what;
+    ASSERT_FALSE(a.empty()) << what;
+    float maxabs = 0, maxdiff = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      maxabs = std::max(maxabs, std::fabs(a[i]));
+      maxdiff = std::max(maxdiff, std::fabs(a[i] - b[i]));
+    }
+    EXPECT_LE(maxdiff, 1e-4f * maxabs) << what;
+  };
+  const std::vector<int32_t> prompt = {2, 105, 300, 17, 999, 42, 7, 512, 64, 3};
+  const std::span<const int32_t> p(prompt);
+  {
+    const auto a = cpu.eval(p, 2);
+    const std::vector<float> want(a.begin(), a.end());
+    const auto b = gpu.eval(p, 2);
+    close(want, std::vector<float>(b.begin(), b.end()), "prompt logits");
+    close(cpu.hidden(), gpu.hidden(), "hidden states");
+  }
+  cpu.crop(7);
+  gpu.crop(7);
+  EXPECT_EQ(gpu.n_past(), 7);
+  const int32_t t = 250;
+  {
+    const auto a = cpu.eval(std::span<const int32_t>(&t, 1));
+    const std::vector<float> want(a.begin(), a.end());
+    const auto b = gpu.eval(std::span<const int32_t>(&t, 1));
+    close(want, std::vector<float>(b.begin(), b.end()), "after crop");
+  }
+  cpu.reset();
+  gpu.reset();
+  {
+    const auto a = cpu.eval(p.subspan(0, 5));
+    const std::vector<float> want(a.begin(), a.end());
+    const auto b = gpu.eval(p.subspan(0, 5));
+    close(want, std::vector<float>(b.begin(), b.end()), "after reset");
+  }
 }
 
 TEST_F(ToolsBackend, BenchNamesTheBackend) {
