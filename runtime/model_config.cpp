@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "kernels/quant/quant.h"
@@ -117,8 +118,9 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     if (rf->type != TensorType::F32 || rf->shape.size() != 1) {
       throw Error(p + "tensor 'rope_freqs.weight': expected a 1-D f32 tensor");
     }
-    const float* d = reinterpret_cast<const float*>(rf->data);
-    c.rope_freq_factors.assign(d, d + rf->shape[0]);
+    // memcpy: with general.alignment < 4 the tensor data need not be float-aligned.
+    c.rope_freq_factors.resize(rf->shape[0]);
+    std::memcpy(c.rope_freq_factors.data(), rf->data, rf->shape[0] * sizeof(float));
   }
 
   c.layers.resize(c.n_layer);
