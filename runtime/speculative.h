@@ -15,6 +15,7 @@
 #include <memory>
 #include <random>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "runtime/sampling.h"
