@@ -20,12 +20,6 @@ constexpr const char* kArch = "gemma4-assistant";
 
 std::string key(const char* suffix) { return std::string(kArch) + "." + suffix; }
 
-int to_int(int64_t x, const std::string& what) {
-  if (x < 0 || x > (int64_t{1} << 30))
-    throw Error(what + ": value " + std::to_string(x) + " out of range");
-  return static_cast<int>(x);
-}
-
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string out = "[";
   for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
@@ -104,55 +98,36 @@ DrafterConfig DrafterConfig::from_gguf(const GgufFile& f) {
   const std::string p = f.path() + ": ";
   DrafterConfig c;
   if (f.has("general.name")) c.name = f.get_string("general.name");
-  c.n_embd = to_int(f.get_int(key("embedding_length")), p + key("embedding_length"));
+  c.n_embd = config_int(f.get_int(key("embedding_length")), p + key("embedding_length"));
   c.n_embd_backbone =
-      to_int(f.get_int(key("embedding_length_out")), p + key("embedding_length_out"));
-  c.n_layer = to_int(f.get_int(key("block_count")), p + key("block_count"));
+      config_int(f.get_int(key("embedding_length_out")), p + key("embedding_length_out"));
+  c.n_layer = config_int(f.get_int(key("block_count")), p + key("block_count"));
   if (c.n_layer <= 0) throw Error(p + key("block_count") + " must be > 0");
   if (auto n = f.get_int_opt(key("nextn_predict_layers")); n && *n != c.n_layer) {
     throw Error(p + key("nextn_predict_layers") + " (" + std::to_string(*n) +
                 ") must equal block_count (" + std::to_string(c.n_layer) + ")");
   }
   c.rms_eps = f.get_f32_opt(key("attention.layer_norm_rms_epsilon")).value_or(1e-6f);
-  c.sliding_window = to_int(f.get_int(key("attention.sliding_window")), p + "sliding_window");
-  const int hd_full = to_int(f.get_int(key("attention.key_length")), p + "key_length");
-  const int hd_swa = to_int(f.get_int_opt(key("attention.key_length_swa")).value_or(hd_full),
-                            p + "key_length_swa");
+  c.sliding_window = config_int(f.get_int(key("attention.sliding_window")), p + "sliding_window");
+  const int hd_full = config_int(f.get_int(key("attention.key_length")), p + "key_length");
+  const int hd_swa = config_int(f.get_int_opt(key("attention.key_length_swa")).value_or(hd_full),
+                                p + "key_length_swa");
   const float base_full = f.get_f32_opt(key("rope.freq_base")).value_or(1000000.0f);
   const float base_swa = f.get_f32_opt(key("rope.freq_base_swa")).value_or(10000.0f);
   const auto heads = f.get_int_or_array(key("attention.head_count"), c.n_layer);
   const auto ffs = f.get_int_or_array(key("feed_forward_length"), c.n_layer);
-  // Sliding pattern: bool array (llama.cpp's converter) or an integer period.
-  std::vector<bool> sliding(c.n_layer);
-  const std::string pk = key("attention.sliding_window_pattern");
-  const GgufValue* pv = f.find(pk);
-  if (!pv) throw Error(p + "metadata key '" + pk + "' is missing");
-  if (pv->type == GgufValueType::ARRAY) {
-    const auto b = f.get_bool_array(pk);
-    if (b.size() != static_cast<size_t>(c.n_layer)) {
-      throw Error(p + pk + ": expected " + std::to_string(c.n_layer) + " entries, found " +
-                  std::to_string(b.size()));
-    }
-    for (int i = 0; i < c.n_layer; ++i) sliding[i] = b[i];
-  } else {
-    sliding = gemma4_sliding_pattern(c.n_layer, static_cast<int>(f.get_int(pk)));
-  }
-  if (const GgufTensor* rf = f.find_tensor("rope_freqs.weight")) {
-    if (rf->type != TensorType::F32 || rf->shape.size() != 1) {
-      throw Error(p + "tensor 'rope_freqs.weight': expected a 1-D f32 tensor");
-    }
-    const float* d = reinterpret_cast<const float*>(rf->data);
-    c.rope_freq_factors.assign(d, d + rf->shape[0]);
-  }
+  const std::vector<bool> sliding =
+      read_sliding_pattern(f, key("attention.sliding_window_pattern"), c.n_layer);
+  c.rope_freq_factors = read_rope_freq_factors(f);
   const GgufTensor* emb = f.find_tensor("token_embd.weight");
   if (!emb || emb->shape.size() != 2) throw Error(p + "tensor 'token_embd.weight' is missing");
   c.n_vocab = emb->shape[1];
   for (int i = 0; i < c.n_layer; ++i) {
     DrafterLayerConfig l;
     l.sliding = sliding[i];
-    l.n_head = to_int(heads[i], p + "head_count");
+    l.n_head = config_int(heads[i], p + "head_count");
     l.head_dim = l.sliding ? hd_swa : hd_full;
-    l.n_ff = to_int(ffs[i], p + "feed_forward_length");
+    l.n_ff = config_int(ffs[i], p + "feed_forward_length");
     l.rope_base = l.sliding ? base_swa : base_full;
     l.use_freq_factors = !l.sliding && !c.rope_freq_factors.empty();
     if (l.use_freq_factors && static_cast<int>(c.rope_freq_factors.size()) != l.head_dim / 2) {

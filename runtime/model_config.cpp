@@ -16,10 +16,11 @@ constexpr const char* kArch = "gemma4";
 
 std::string key(const char* suffix) { return std::string(kArch) + "." + suffix; }
 
+}  // namespace
+
 // attention.sliding_window_pattern: a per-layer bool array (true = sliding), as llama.cpp's
 // converter writes for Gemma 4; an integer period p (every p-th layer global) is accepted too.
-std::vector<bool> read_sliding_pattern(const GgufFile& f, int n_layer) {
-  const std::string k = key("attention.sliding_window_pattern");
+std::vector<bool> read_sliding_pattern(const GgufFile& f, const std::string& k, int n_layer) {
   const GgufValue* v = f.find(k);
   if (!v) throw Error(f.path() + ": metadata key '" + k + "' is missing");
   if (v->type == GgufValueType::ARRAY) {
@@ -48,13 +49,23 @@ std::vector<bool> read_sliding_pattern(const GgufFile& f, int n_layer) {
   return gemma4_sliding_pattern(n_layer, static_cast<int>(period));
 }
 
-int to_int(int64_t x, const std::string& what) {
+int config_int(int64_t x, const std::string& what) {
   if (x < 0 || x > (int64_t{1} << 30))
     throw Error(what + ": value " + std::to_string(x) + " out of range");
   return static_cast<int>(x);
 }
 
-}  // namespace
+std::vector<float> read_rope_freq_factors(const GgufFile& f) {
+  const GgufTensor* rf = f.find_tensor("rope_freqs.weight");
+  if (!rf) return {};
+  if (rf->type != TensorType::F32 || rf->shape.size() != 1) {
+    throw Error(f.path() + ": tensor 'rope_freqs.weight': expected a 1-D f32 tensor");
+  }
+  // memcpy: with general.alignment < 4 the tensor data need not be float-aligned.
+  std::vector<float> out(rf->shape[0]);
+  std::memcpy(out.data(), rf->data, out.size() * sizeof(float));
+  return out;
+}
 
 std::vector<bool> gemma4_sliding_pattern(int n_layer, int period) {
   std::vector<bool> out(n_layer);
@@ -71,31 +82,32 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   ModelConfig c;
   if (f.has("general.name")) c.name = f.get_string("general.name");
   const std::string p = f.path() + ": ";
-  c.n_embd = to_int(f.get_int(key("embedding_length")), p + key("embedding_length"));
-  c.n_layer = to_int(f.get_int(key("block_count")), p + key("block_count"));
+  c.n_embd = config_int(f.get_int(key("embedding_length")), p + key("embedding_length"));
+  c.n_layer = config_int(f.get_int(key("block_count")), p + key("block_count"));
   if (c.n_layer <= 0) throw Error(p + key("block_count") + " must be > 0");
   c.n_ctx_train = f.get_int_opt(key("context_length")).value_or(131072);
   c.rms_eps = f.get_f32_opt(key("attention.layer_norm_rms_epsilon")).value_or(1e-6f);
-  c.sliding_window = to_int(f.get_int(key("attention.sliding_window")), p + "sliding_window");
+  c.sliding_window = config_int(f.get_int(key("attention.sliding_window")), p + "sliding_window");
   c.final_softcap = f.get_f32_opt(key("final_logit_softcapping")).value_or(0.0f);
   c.embed_scale = std::sqrt(static_cast<float>(c.n_embd));
-  c.n_embd_per_layer = to_int(f.get_int_opt(key("embedding_length_per_layer_input")).value_or(0),
-                              p + "embedding_length_per_layer_input");
-  c.n_shared_kv_layers = to_int(f.get_int_opt(key("attention.shared_kv_layers")).value_or(0),
-                                p + "attention.shared_kv_layers");
-  c.n_expert = to_int(f.get_int_opt(key("expert_count")).value_or(0), p + "expert_count");
+  c.n_embd_per_layer =
+      config_int(f.get_int_opt(key("embedding_length_per_layer_input")).value_or(0),
+                 p + "embedding_length_per_layer_input");
+  c.n_shared_kv_layers = config_int(f.get_int_opt(key("attention.shared_kv_layers")).value_or(0),
+                                    p + "attention.shared_kv_layers");
+  c.n_expert = config_int(f.get_int_opt(key("expert_count")).value_or(0), p + "expert_count");
 
-  const auto sliding = read_sliding_pattern(f, c.n_layer);
+  const auto sliding = read_sliding_pattern(f, key("attention.sliding_window_pattern"), c.n_layer);
   const auto n_head = f.get_int_or_array(key("attention.head_count"), c.n_layer);
   const auto n_head_kv = f.get_int_or_array(key("attention.head_count_kv"), c.n_layer);
   const auto n_ff = f.get_int_or_array(key("feed_forward_length"), c.n_layer);
-  const int hd_full = to_int(f.get_int(key("attention.key_length")), p + "key_length");
-  const int hd_swa = to_int(f.get_int_opt(key("attention.key_length_swa")).value_or(hd_full),
-                            p + "key_length_swa");
-  const int hv_full =
-      to_int(f.get_int_opt(key("attention.value_length")).value_or(hd_full), p + "value_length");
-  const int hv_swa = to_int(f.get_int_opt(key("attention.value_length_swa")).value_or(hd_swa),
-                            p + "value_length_swa");
+  const int hd_full = config_int(f.get_int(key("attention.key_length")), p + "key_length");
+  const int hd_swa = config_int(f.get_int_opt(key("attention.key_length_swa")).value_or(hd_full),
+                                p + "key_length_swa");
+  const int hv_full = config_int(f.get_int_opt(key("attention.value_length")).value_or(hd_full),
+                                 p + "value_length");
+  const int hv_swa = config_int(f.get_int_opt(key("attention.value_length_swa")).value_or(hd_swa),
+                                p + "value_length_swa");
   if (hd_full != hv_full || hd_swa != hv_swa) {
     throw Error(p + "key_length != value_length (" + std::to_string(hd_full) + "/" +
                 std::to_string(hv_full) + ", swa " + std::to_string(hd_swa) + "/" +
@@ -103,10 +115,10 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   }
   const float base_full = f.get_f32_opt(key("rope.freq_base")).value_or(1000000.0f);
   const float base_swa = f.get_f32_opt(key("rope.freq_base_swa")).value_or(10000.0f);
-  const int rot_full = to_int(f.get_int_opt(key("rope.dimension_count")).value_or(hd_full),
-                              p + "rope.dimension_count");
-  const int rot_swa = to_int(f.get_int_opt(key("rope.dimension_count_swa")).value_or(hd_swa),
-                             p + "rope.dimension_count_swa");
+  const int rot_full = config_int(f.get_int_opt(key("rope.dimension_count")).value_or(hd_full),
+                                  p + "rope.dimension_count");
+  const int rot_swa = config_int(f.get_int_opt(key("rope.dimension_count_swa")).value_or(hd_swa),
+                                 p + "rope.dimension_count_swa");
 
   const GgufTensor* emb = f.find_tensor("token_embd.weight");
   if (!emb) throw Error(p + "tensor 'token_embd.weight' is missing");
@@ -114,23 +126,16 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   c.n_vocab = emb->shape[1];
   c.tied_output = f.find_tensor("output.weight") == nullptr;
 
-  if (const GgufTensor* rf = f.find_tensor("rope_freqs.weight")) {
-    if (rf->type != TensorType::F32 || rf->shape.size() != 1) {
-      throw Error(p + "tensor 'rope_freqs.weight': expected a 1-D f32 tensor");
-    }
-    // memcpy: with general.alignment < 4 the tensor data need not be float-aligned.
-    c.rope_freq_factors.resize(rf->shape[0]);
-    std::memcpy(c.rope_freq_factors.data(), rf->data, rf->shape[0] * sizeof(float));
-  }
+  c.rope_freq_factors = read_rope_freq_factors(f);
 
   c.layers.resize(c.n_layer);
   for (int i = 0; i < c.n_layer; ++i) {
     LayerConfig& l = c.layers[i];
     const std::string blk = "blk." + std::to_string(i) + ".";
     l.sliding = sliding[i];
-    l.n_head = to_int(n_head[i], p + "head_count");
-    l.n_head_kv = to_int(n_head_kv[i], p + "head_count_kv");
-    l.n_ff = to_int(n_ff[i], p + "feed_forward_length");
+    l.n_head = config_int(n_head[i], p + "head_count");
+    l.n_head_kv = config_int(n_head_kv[i], p + "head_count_kv");
+    l.n_ff = config_int(n_ff[i], p + "feed_forward_length");
     l.head_dim = l.sliding ? hd_swa : hd_full;
     l.rope_base = l.sliding ? base_swa : base_full;
     l.n_rot = l.sliding ? rot_swa : rot_full;

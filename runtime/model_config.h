@@ -65,5 +65,12 @@ struct ModelConfig {
 
 // The layer configs of the 12B pattern: 5 sliding + 1 global, repeated.
 std::vector<bool> gemma4_sliding_pattern(int n_layer, int period);
+// Metadata helpers shared by the target and drafter loaders (errors name the file and key):
+// key `k` as a per-layer bool array (true = sliding) or an integer period (every p-th global).
+std::vector<bool> read_sliding_pattern(const GgufFile& f, const std::string& k, int n_layer);
+// llama.cpp's rope_freqs.weight factors; empty when the file has none.
+std::vector<float> read_rope_freq_factors(const GgufFile& f);
+// A non-negative metadata integer that must fit an int; `what` names it in the error.
+int config_int(int64_t x, const std::string& what);
 
 }  // namespace qgemma
