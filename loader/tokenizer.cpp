@@ -86,38 +86,6 @@ int parse_byte_token(std::string_view s) {
   return v;
 }
 
-std::string_view value_type_name(GgufValueType t) {
-  switch (t) {
-    case GgufValueType::UINT8:
-      return "uint8";
-    case GgufValueType::INT8:
-      return "int8";
-    case GgufValueType::UINT16:
-      return "uint16";
-    case GgufValueType::INT16:
-      return "int16";
-    case GgufValueType::UINT32:
-      return "uint32";
-    case GgufValueType::INT32:
-      return "int32";
-    case GgufValueType::FLOAT32:
-      return "float32";
-    case GgufValueType::BOOL:
-      return "bool";
-    case GgufValueType::STRING:
-      return "string";
-    case GgufValueType::ARRAY:
-      return "array";
-    case GgufValueType::UINT64:
-      return "uint64";
-    case GgufValueType::INT64:
-      return "int64";
-    case GgufValueType::FLOAT64:
-      return "float64";
-  }
-  return "unknown";
-}
-
 bool is_int_type(GgufValueType t) {
   switch (t) {
     case GgufValueType::UINT8:
@@ -151,8 +119,8 @@ class MetaReader {
   }
   void expect(std::string_view key, const GgufValue& v, GgufValueType t) const {
     if (v.type != t) {
-      fail(key, "expected " + std::string(value_type_name(t)) + ", found " +
-                    std::string(value_type_name(v.type)));
+      fail(key, "expected " + std::string(gguf_type_name(t)) + ", found " +
+                    std::string(gguf_type_name(v.type)));
     }
   }
   const GgufValue::Array& array(std::string_view key, const GgufValue& v,
@@ -161,7 +129,7 @@ class MetaReader {
     const auto& a = std::get<GgufValue::Array>(v.v);
     if (!elem_ok(a.elem_type)) {
       fail(key, std::string("expected an array of ") + elem_name + ", found an array of " +
-                    std::string(value_type_name(a.elem_type)));
+                    std::string(gguf_type_name(a.elem_type)));
     }
     return a;
   }
@@ -178,7 +146,7 @@ class MetaReader {
     const GgufValue* v = find_(key);
     if (!v) return std::nullopt;
     if (!is_int_type(v->type)) {
-      fail(key, "expected an integer, found " + std::string(value_type_name(v->type)));
+      fail(key, "expected an integer, found " + std::string(gguf_type_name(v->type)));
     }
     return int_of(*v);
   }

@@ -14,12 +14,6 @@
 namespace qgemma {
 namespace {
 
-TensorType unpacked_type(TensorType t) {
-  if (t == TensorType::Q4_0x8) return TensorType::Q4_0;
-  if (t == TensorType::Q8_0x8) return TensorType::Q8_0;
-  return t;
-}
-
 // Splits rows [0, rows) across the pool; fn(r0, r1).
 template <typename Fn>
 void for_rows(ThreadPool& pool, int64_t rows, Fn&& fn) {
@@ -97,23 +91,14 @@ void CpuBackend::matmul(const Node& n, const float* x, int64_t R, float* y, int 
 void CpuBackend::embed(const Matrix& table, const int32_t* tokens, int64_t rows, float scale,
                        float* y) {
   const int64_t cols = table.in;
-  const TensorType plain = unpacked_type(table.type);
-  if (plain == table.type) {
+  if (unpacked_type(table.type) == table.type) {
     for_rows(pool_, rows, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r)
         get_row_f32(table.type, table.data, tokens[r], cols, y + r * cols, scale);
     });
     return;
   }
-  // Repacked table: unpack the token's group of 8 rows, then read its row.
-  const size_t row_bytes = row_size(plain, cols);
-  if (group_.size() < 8 * row_bytes) group_.resize(8 * row_bytes);
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t g = tokens[r] / 8 * 8;
-    const uint8_t* src = table.data + static_cast<size_t>(g / 8) * 8 * row_bytes;
-    unpack_rows(table.type, src, group_.data(), cols, 0, 8);
-    get_row_f32(plain, group_.data(), tokens[r] - g, cols, y + r * cols, scale);
-  }
+  for (int64_t r = 0; r < rows; ++r) embedding_row(table, tokens[r], y + r * cols, scale, group_);
 }
 
 void CpuBackend::attention(const Node& n, const float* q, int64_t rows, float* out,

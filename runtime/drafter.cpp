@@ -20,71 +20,6 @@ constexpr const char* kArch = "gemma4-assistant";
 
 std::string key(const char* suffix) { return std::string(kArch) + "." + suffix; }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
-const GgufTensor& require(const GgufFile& f, const std::string& name,
-                          const std::vector<int64_t>& shape) {
-  const GgufTensor* t = f.find_tensor(name);
-  if (!t) throw Error(f.path() + ": tensor '" + name + "' is missing (gemma4-assistant drafter)");
-  if (t->shape != shape) {
-    throw Error(f.path() + ": tensor '" + name + "': expected shape " + shape_str(shape) +
-                ", found " + shape_str(t->shape));
-  }
-  return *t;
-}
-
-Matrix matrix(const GgufFile& f, const std::string& name, int64_t in, int64_t out) {
-  const GgufTensor& t = require(f, name, {in, out});
-  if (!is_supported_weight_type(t.type) || !matmul_supported(t.type)) {
-    throw Error(f.path() + ": tensor '" + name + "': type " +
-                std::string(type_traits(t.type).name) + " is not supported");
-  }
-  if (in % type_traits(t.type).block_size != 0) {
-    throw Error(f.path() + ": tensor '" + name + "': row length " + std::to_string(in) +
-                " is not a multiple of the block size");
-  }
-  Matrix m;
-  m.name = name;
-  m.type = t.type;
-  m.in = in;
-  m.out = out;
-  m.data = t.data;
-  m.row_bytes = row_size(t.type, in);
-  return m;
-}
-
-std::vector<float> vec(const GgufFile& f, const std::string& name, int64_t n) {
-  const GgufTensor& t = require(f, name, {n});
-  if (t.type != TensorType::F32 && t.type != TensorType::F16 && t.type != TensorType::BF16) {
-    throw Error(f.path() + ": tensor '" + name + "': expected f32, f16 or bf16, found " +
-                std::string(type_traits(t.type).name));
-  }
-  std::vector<float> out(n);
-  get_row_f32(t.type, t.data, 0, n, out.data(), 1.0f);
-  return out;
-}
-
-// Row `row` of an embedding table, which the target loader may have repacked (Q4_0x8 / Q8_0x8:
-// 8 rows interleaved): unpack the row's group of 8 first.
-void embedding_row(const Matrix& t, int64_t row, float* y, float scale, std::vector<uint8_t>& tmp) {
-  TensorType plain = t.type;
-  if (t.type == TensorType::Q4_0x8) plain = TensorType::Q4_0;
-  if (t.type == TensorType::Q8_0x8) plain = TensorType::Q8_0;
-  if (plain == t.type) {
-    get_row_f32(t.type, t.data, row, t.in, y, scale);
-    return;
-  }
-  const size_t rb = row_size(plain, t.in);
-  if (tmp.size() < 8 * rb) tmp.resize(8 * rb);
-  const int64_t g = row / 8 * 8;
-  unpack_rows(t.type, t.data + static_cast<size_t>(g) * rb, tmp.data(), t.in, 0, 8);
-  get_row_f32(plain, tmp.data(), row - g, t.in, y, scale);
-}
-
 }  // namespace
 
 DrafterConfig DrafterConfig::from_gguf(const GgufFile& f) {
@@ -203,27 +138,27 @@ int64_t DrafterConfig::n_params() const {
 DrafterWeights DrafterWeights::load(const GgufFile& f, const DrafterConfig& c) {
   DrafterWeights w;
   const int64_t E = c.n_embd, B = c.n_embd_backbone;
-  w.token_embd = matrix(f, "token_embd.weight", E, c.n_vocab);
-  w.output_norm = vec(f, "output_norm.weight", E);
-  w.pre_proj = matrix(f, "nextn.pre_projection.weight", 2 * B, E);
-  w.post_proj = matrix(f, "nextn.post_projection.weight", E, B);
+  w.token_embd = load_matrix(f, "token_embd.weight", E, c.n_vocab);
+  w.output_norm = load_vector_f32(f, "output_norm.weight", E);
+  w.pre_proj = load_matrix(f, "nextn.pre_projection.weight", 2 * B, E);
+  w.post_proj = load_matrix(f, "nextn.post_projection.weight", E, B);
   for (int i = 0; i < c.n_layer; ++i) {
     const DrafterLayerConfig& l = c.layers[i];
     const std::string b = "blk." + std::to_string(i) + ".";
     const int64_t q = int64_t{l.n_head} * l.head_dim;
     DrafterLayerWeights lw;
-    lw.attn_norm = vec(f, b + "attn_norm.weight", E);
-    lw.wq = matrix(f, b + "attn_q.weight", E, q);
-    lw.q_norm = vec(f, b + "attn_q_norm.weight", l.head_dim);
-    lw.wo = matrix(f, b + "attn_output.weight", q, E);
-    lw.post_attn_norm = vec(f, b + "post_attention_norm.weight", E);
-    lw.ffn_norm = vec(f, b + "ffn_norm.weight", E);
-    lw.ffn_gate = matrix(f, b + "ffn_gate.weight", E, l.n_ff);
-    lw.ffn_up = matrix(f, b + "ffn_up.weight", E, l.n_ff);
-    lw.ffn_down = matrix(f, b + "ffn_down.weight", l.n_ff, E);
-    lw.post_ffn_norm = vec(f, b + "post_ffw_norm.weight", E);
+    lw.attn_norm = load_vector_f32(f, b + "attn_norm.weight", E);
+    lw.wq = load_matrix(f, b + "attn_q.weight", E, q);
+    lw.q_norm = load_vector_f32(f, b + "attn_q_norm.weight", l.head_dim);
+    lw.wo = load_matrix(f, b + "attn_output.weight", q, E);
+    lw.post_attn_norm = load_vector_f32(f, b + "post_attention_norm.weight", E);
+    lw.ffn_norm = load_vector_f32(f, b + "ffn_norm.weight", E);
+    lw.ffn_gate = load_matrix(f, b + "ffn_gate.weight", E, l.n_ff);
+    lw.ffn_up = load_matrix(f, b + "ffn_up.weight", E, l.n_ff);
+    lw.ffn_down = load_matrix(f, b + "ffn_down.weight", l.n_ff, E);
+    lw.post_ffn_norm = load_vector_f32(f, b + "post_ffw_norm.weight", E);
     if (f.find_tensor(b + "layer_output_scale.weight")) {
-      lw.out_scale = vec(f, b + "layer_output_scale.weight", 1)[0];
+      lw.out_scale = load_vector_f32(f, b + "layer_output_scale.weight", 1)[0];
     }
     w.layers.push_back(std::move(lw));
   }

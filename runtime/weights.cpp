@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "kernels/matmul/matmul.h"
+#include "kernels/ops/ops.h"
 #include "kernels/quant/quant.h"
 #include "loader/error.h"
 #include "loader/gguf.h"
@@ -28,7 +30,9 @@ const GgufTensor& require(const GgufFile& f, const std::string& name,
   return *t;
 }
 
-Matrix matrix(const GgufFile& f, const std::string& name, int64_t in, int64_t out) {
+}  // namespace
+
+Matrix load_matrix(const GgufFile& f, const std::string& name, int64_t in, int64_t out) {
   const GgufTensor& t = require(f, name, {in, out});
   if (!is_supported_weight_type(t.type)) {
     throw Error(f.path() + ": tensor '" + name + "': type " +
@@ -51,7 +55,7 @@ Matrix matrix(const GgufFile& f, const std::string& name, int64_t in, int64_t ou
   return m;
 }
 
-std::vector<float> vector_f32(const GgufFile& f, const std::string& name, int64_t n) {
+std::vector<float> load_vector_f32(const GgufFile& f, const std::string& name, int64_t n) {
   const GgufTensor& t = require(f, name, {n});
   if (t.type != TensorType::F32 && t.type != TensorType::F16 && t.type != TensorType::BF16) {
     throw Error(f.path() + ": tensor '" + name + "': expected type f32, f16 or bf16, found " +
@@ -62,7 +66,21 @@ std::vector<float> vector_f32(const GgufFile& f, const std::string& name, int64_
   return out;
 }
 
-}  // namespace
+void embedding_row(const Matrix& table, int64_t row, float* y, float scale,
+                   std::vector<uint8_t>& scratch) {
+  const TensorType plain = unpacked_type(table.type);
+  if (plain == table.type) {
+    get_row_f32(table.type, table.data, row, table.in, y, scale);
+    return;
+  }
+  // Repacked table: unpack the row's group of 8 rows, then read its row.
+  const size_t row_bytes = row_size(plain, table.in);
+  if (scratch.size() < 8 * row_bytes) scratch.resize(8 * row_bytes);
+  const int64_t g = row / 8 * 8;
+  unpack_rows(table.type, table.data + static_cast<size_t>(g) * row_bytes, scratch.data(), table.in,
+              0, 8);
+  get_row_f32(plain, scratch.data(), row - g, table.in, y, scale);
+}
 
 bool is_supported_weight_type(TensorType t) {
   switch (t) {
@@ -82,29 +100,29 @@ bool is_supported_weight_type(TensorType t) {
 ModelWeights ModelWeights::load(const GgufFile& f, const ModelConfig& c) {
   ModelWeights w;
   const int64_t E = c.n_embd;
-  w.token_embd = matrix(f, "token_embd.weight", E, c.n_vocab);
-  w.output = c.tied_output ? w.token_embd : matrix(f, "output.weight", E, c.n_vocab);
-  w.output_norm = vector_f32(f, "output_norm.weight", E);
+  w.token_embd = load_matrix(f, "token_embd.weight", E, c.n_vocab);
+  w.output = c.tied_output ? w.token_embd : load_matrix(f, "output.weight", E, c.n_vocab);
+  w.output_norm = load_vector_f32(f, "output_norm.weight", E);
   w.layers.resize(c.n_layer);
   for (int i = 0; i < c.n_layer; ++i) {
     const LayerConfig& l = c.layers[i];
     LayerWeights& lw = w.layers[i];
     const std::string b = "blk." + std::to_string(i) + ".";
     const int64_t q = int64_t{l.n_head} * l.head_dim, kv = int64_t{l.n_head_kv} * l.head_dim;
-    lw.attn_norm = vector_f32(f, b + "attn_norm.weight", E);
-    lw.wq = matrix(f, b + "attn_q.weight", E, q);
-    lw.wk = matrix(f, b + "attn_k.weight", E, kv);
-    if (!l.v_from_k) lw.wv = matrix(f, b + "attn_v.weight", E, kv);
-    lw.q_norm = vector_f32(f, b + "attn_q_norm.weight", l.head_dim);
-    lw.k_norm = vector_f32(f, b + "attn_k_norm.weight", l.head_dim);
-    lw.wo = matrix(f, b + "attn_output.weight", q, E);
-    lw.post_attn_norm = vector_f32(f, b + "post_attention_norm.weight", E);
-    lw.ffn_norm = vector_f32(f, b + "ffn_norm.weight", E);
-    lw.ffn_gate = matrix(f, b + "ffn_gate.weight", E, l.n_ff);
-    lw.ffn_up = matrix(f, b + "ffn_up.weight", E, l.n_ff);
-    lw.ffn_down = matrix(f, b + "ffn_down.weight", l.n_ff, E);
-    lw.post_ffn_norm = vector_f32(f, b + "post_ffw_norm.weight", E);
-    if (l.has_out_scale) lw.out_scale = vector_f32(f, b + "layer_output_scale.weight", 1)[0];
+    lw.attn_norm = load_vector_f32(f, b + "attn_norm.weight", E);
+    lw.wq = load_matrix(f, b + "attn_q.weight", E, q);
+    lw.wk = load_matrix(f, b + "attn_k.weight", E, kv);
+    if (!l.v_from_k) lw.wv = load_matrix(f, b + "attn_v.weight", E, kv);
+    lw.q_norm = load_vector_f32(f, b + "attn_q_norm.weight", l.head_dim);
+    lw.k_norm = load_vector_f32(f, b + "attn_k_norm.weight", l.head_dim);
+    lw.wo = load_matrix(f, b + "attn_output.weight", q, E);
+    lw.post_attn_norm = load_vector_f32(f, b + "post_attention_norm.weight", E);
+    lw.ffn_norm = load_vector_f32(f, b + "ffn_norm.weight", E);
+    lw.ffn_gate = load_matrix(f, b + "ffn_gate.weight", E, l.n_ff);
+    lw.ffn_up = load_matrix(f, b + "ffn_up.weight", E, l.n_ff);
+    lw.ffn_down = load_matrix(f, b + "ffn_down.weight", l.n_ff, E);
+    lw.post_ffn_norm = load_vector_f32(f, b + "post_ffw_norm.weight", E);
+    if (l.has_out_scale) lw.out_scale = load_vector_f32(f, b + "layer_output_scale.weight", 1)[0];
   }
   for (const GgufTensor& t : f.tensors()) w.nbytes += t.nbytes;
   return w;

@@ -52,4 +52,13 @@ struct ModelWeights {
 // Weight types the matmul kernels take.
 bool is_supported_weight_type(TensorType t);
 
+// A matrix tensor of ggml shape {in, out} with a supported type; errors name the tensor.
+Matrix load_matrix(const GgufFile& f, const std::string& name, int64_t in, int64_t out);
+// A 1-D f32/f16/bf16 tensor of n elements, converted to f32.
+std::vector<float> load_vector_f32(const GgufFile& f, const std::string& name, int64_t n);
+// Row `row` of an embedding table times `scale` into y[table.in]; a repacked table (Q4_0x8 /
+// Q8_0x8) has the row's group of 8 unpacked into `scratch` first.
+void embedding_row(const Matrix& table, int64_t row, float* y, float scale,
+                   std::vector<uint8_t>& scratch);
+
 }  // namespace qgemma

@@ -100,6 +100,8 @@ constexpr int x8_qs_offset(int j, int i) { return 32 * (i / 4) + 4 * j + i % 4; 
 // The repacked type for a plain one (Q4_0 -> Q4_0x8, Q8_0 -> Q8_0x8), or the type itself when
 // there is none.
 TensorType repacked_type(TensorType wtype);
+// The inverse: the plain type of a repacked one (Q4_0x8 -> Q4_0), or the type itself.
+TensorType unpacked_type(TensorType t);
 // Whether the loader should repack this weight (the repacked kernels are faster on this CPU
 // and N is a multiple of 8).
 bool should_repack(TensorType wtype, int64_t N, int64_t K);

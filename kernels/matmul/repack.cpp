@@ -37,6 +37,12 @@ void convert_groups(const void* src, void* dst, int64_t K, int64_t n0, int64_t n
 
 }  // namespace
 
+TensorType unpacked_type(TensorType t) {
+  if (t == TensorType::Q4_0x8) return TensorType::Q4_0;
+  if (t == TensorType::Q8_0x8) return TensorType::Q8_0;
+  return t;
+}
+
 TensorType repacked_type(TensorType wtype) {
   switch (wtype) {
     case TensorType::Q4_0:
