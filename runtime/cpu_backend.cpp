@@ -36,6 +36,21 @@ void for_elems(ThreadPool& pool, int64_t n, Fn&& fn) {
 
 }  // namespace
 
+void matmul_parallel(ThreadPool& pool, const Matrix& w, const void* x, size_t ldx, int64_t R,
+                     float* y) {
+  MatmulArgs a;
+  a.w = w.data;
+  a.x = x;
+  a.ldx = ldx;
+  a.y = y;
+  a.ldy = w.out;
+  a.K = w.in;
+  a.R = R;
+  const int64_t grain = std::max<int64_t>(matmul_row_granularity(w.type), 8);
+  pool.parallel_range(w.out, grain,
+                      [&](int64_t n0, int64_t n1, int) { qgemma::matmul(w.type, a, n0, n1); });
+}
+
 CpuBackend::CpuBackend(const ModelConfig& c, ThreadPool& pool) : c_(c), pool_(pool) {
   for (const LayerConfig& l : c.layers) {
     if (l.n_rot != l.head_dim) {
@@ -75,17 +90,7 @@ void CpuBackend::matmul(const Node& n, const float* x, int64_t R, float* y, int 
     }
     xa = act_.data();
   }
-  MatmulArgs a;
-  a.w = w.data;
-  a.x = xa;
-  a.ldx = ldx;
-  a.y = y;
-  a.ldy = w.out;
-  a.K = w.in;
-  a.R = R;
-  const int64_t grain = std::max<int64_t>(matmul_row_granularity(w.type), 8);
-  pool_.parallel_range(w.out, grain,
-                       [&](int64_t n0, int64_t n1, int) { qgemma::matmul(w.type, a, n0, n1); });
+  matmul_parallel(pool_, w, xa, ldx, R, y);
 }
 
 void CpuBackend::embed(const Matrix& table, const int32_t* tokens, int64_t rows, float scale,

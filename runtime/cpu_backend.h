@@ -2,6 +2,7 @@
 // split across the thread pool, with the kernels of kernels/ (dispatched on the CPU's ISA).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -14,6 +15,11 @@ namespace qgemma {
 
 class ThreadPool;
 struct Matrix;
+
+// y[R x w.out] = x W^T, output rows split across the pool. x: R activation rows already in
+// vec_dot_type(w.type), row stride ldx bytes.
+void matmul_parallel(ThreadPool& pool, const Matrix& w, const void* x, size_t ldx, int64_t R,
+                     float* y);
 
 class CpuBackend {
  public:

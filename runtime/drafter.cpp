@@ -10,6 +10,7 @@
 #include "kernels/ops/ops.h"
 #include "loader/error.h"
 #include "loader/gguf.h"
+#include "runtime/cpu_backend.h"
 #include "runtime/kv_cache.h"
 #include "runtime/threadpool.h"
 
@@ -237,17 +238,7 @@ void DrafterRunner::matmul(const Matrix& w, const float* x, float* y) {
     }
     xa = act_.data();
   }
-  MatmulArgs a;
-  a.w = w.data;
-  a.x = xa;
-  a.ldx = ldx;
-  a.y = y;
-  a.ldy = w.out;
-  a.K = w.in;
-  a.R = 1;
-  const int64_t grain = std::max<int64_t>(matmul_row_granularity(w.type), 8);
-  pool_.parallel_range(w.out, grain,
-                       [&](int64_t n0, int64_t n1, int) { qgemma::matmul(w.type, a, n0, n1); });
+  matmul_parallel(pool_, w, xa, ldx, 1, y);
 }
 
 void DrafterRunner::attention(int il, const KvCache& kv, const float* q, int64_t pos, float* out) {
