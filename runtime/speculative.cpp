@@ -46,8 +46,9 @@ void MtpDraftSource::draft(const Session& target, int32_t token, std::span<const
   if (dists) dists->clear();
   if (target.kv_cache().n_ctx() <= target.n_past()) {
     // The Vulkan backend keeps the cache on the device; the host one is a placeholder.
-    throw Error("the MTP drafter reads the target's KV cache on the CPU: this session's cache "
-                "is not on the host (run the target on the CPU backend for --draft)");
+    throw Error(
+        "the MTP drafter reads the target's KV cache on the CPU: this session's cache "
+        "is not on the host (run the target on the CPU backend for --draft)");
   }
   if (hidden.size() != h_.size()) {
     throw Error("drafter: hidden state of " + std::to_string(hidden.size()) + " floats, expected " +

@@ -61,9 +61,9 @@ int run_chat(const ChatCmd& cmd) {
     }
     first = false;
     if (cmd.draft.enabled()) {
-      reply_closed = chat_reply_speculative(draft_state, *model, session, cmd.draft,
-                                            cmd.model.model, cmd.sampling.p, ids, cmd.n_predict,
-                                            tok);
+      reply_closed =
+          chat_reply_speculative(draft_state, *model, session, cmd.draft, cmd.model.model,
+                                 cmd.sampling.p, ids, cmd.n_predict, tok);
       continue;
     }
     for (int32_t id : ids) sampler.accept(id);
