@@ -8,7 +8,7 @@
 // <kv type> is f16 or q8_0 (K and V alike); ref runs only the sliding case.
 // Counters (per second, real time):
 //   GB/s     K + V cache bytes read per second
-//   bw_frac  GB/s over the measured read bandwidth (bench/ceiling.h)
+//   bw_frac  GB/s over the measured read bandwidth (runtime/ceiling.h)
 // The caches rotate through enough copies to exceed 512 MiB (twice this machine's L3) so they
 // are read from DRAM, as in decoding, where gigabytes of weights pass between two visits of a
 // layer. Example: --benchmark_filter='attn/global_mqa/f16/avx512' --benchmark_repetitions=5.
@@ -20,10 +20,10 @@
 #include <string>
 #include <vector>
 
-#include "bench/ceiling.h"
 #include "kernels/attention/attention.h"
 #include "kernels/cpu.h"
 #include "kernels/quant/quant.h"
+#include "runtime/ceiling.h"
 #include "runtime/threadpool.h"
 
 namespace qgemma::bench {

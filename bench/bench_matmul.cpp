@@ -5,7 +5,7 @@
 //
 // Counters (from the wall time per iteration; all threads of the pool work):
 //   GB_s       weight bytes read per second / 1e9
-//   bw_frac    GB_s over the measured read bandwidth (bench/ceiling.h)
+//   bw_frac    GB_s over the measured read bandwidth (runtime/ceiling.h)
 //   GOPS       2*R*N*K ops per second / 1e9
 //   peak_frac  GOPS over the measured int8 peak (vpdpbusd; for float formats a loose reference)
 //   bw_frac_cpu, peak_frac_cpu: the same fractions per CPU second of the threads inside the kernel
@@ -24,10 +24,10 @@
 #include <string>
 #include <vector>
 
-#include "bench/ceiling.h"
 #include "kernels/cpu.h"
 #include "kernels/matmul/matmul.h"
 #include "kernels/quant/quant.h"
+#include "runtime/ceiling.h"
 #include "runtime/threadpool.h"
 
 namespace qgemma::bench {

@@ -7,13 +7,13 @@
 #include <cstdio>
 #include <string>
 
-#include "bench/ceiling.h"
 #include "kernels/cpu.h"
+#include "runtime/ceiling.h"
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  const qgemma::bench::Ceilings& c = qgemma::bench::measure_ceilings();
+  const qgemma::Ceilings& c = qgemma::measure_ceilings();
   std::fprintf(stderr,
                "ceilings (%d threads): read bandwidth %.1f GB/s (%.1f per CPU second), int8 peak "
                "%.0f GOPS (%.0f per CPU second) with %s\n",

@@ -79,6 +79,7 @@ int run_run(const RunCmd& cmd) {
     for (size_t i = 0; i < generated.size(); ++i) std::printf("%s%d", i ? "," : "", generated[i]);
     std::printf("\n");
   }
+  std::fflush(stdout);  // the text ends before the statistics on stderr, also through a pipe
   std::fprintf(stderr,
                "prompt: %zu tokens in %.2f s (%.2f t/s) | generation: %zu tokens in %.2f s "
                "(%.2f t/s) | %d threads\n",

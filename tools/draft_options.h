@@ -120,6 +120,7 @@ inline int run_speculative(const Model& model, Session& session, const DraftOpti
     for (size_t i = 0; i < generated.size(); ++i) std::printf("%s%d", i ? "," : "", generated[i]);
     std::printf("\n");
   }
+  std::fflush(stdout);
   std::fprintf(stderr, "drafter: %s (%s)\n", dpath.c_str(),
                format_bytes(drafter->weights().nbytes).c_str());
   std::fputs(dec.stats().summary().c_str(), stderr);

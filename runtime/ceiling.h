@@ -1,5 +1,5 @@
-// This machine's ceilings, measured by the benchmark binary itself before any benchmark runs, so
-// every kernel's figure comes with the fraction of what the hardware can do in the same run:
+// This machine's ceilings, measured by the benchmark binary before any benchmark runs and by
+// `qgemma bench`, so every figure comes with the fraction of what the hardware can do:
 //  - read bandwidth: a streaming read of a buffer several times the last-level cache, all threads
 //    of the thread pool, widest vector loads the CPU has;
 //  - int8 peak: a register-only loop of independent int8 dot-product instructions on all threads
@@ -9,7 +9,9 @@
 
 #include <string>
 
-namespace qgemma::bench {
+namespace qgemma {
+
+class ThreadPool;
 
 // Each ceiling comes twice: per wall-clock second, and per CPU second of the working threads
 // (total work / (sum of the threads' CPU time / threads)). On a machine shared with other
@@ -26,9 +28,11 @@ struct Ceilings {
 // CPU time of the calling thread, in seconds.
 double thread_cpu_seconds();
 
-// Measures both ceilings (about two seconds); the result is kept for ceilings().
+// Measures both ceilings with every thread of `pool` (about two seconds).
+Ceilings measure_ceilings(ThreadPool& pool);
+// The same on ThreadPool::global(); the result is kept for ceilings().
 const Ceilings& measure_ceilings();
 // The measured values (zeros before measure_ceilings()).
 const Ceilings& ceilings();
 
-}  // namespace qgemma::bench
+}  // namespace qgemma

@@ -1,4 +1,4 @@
-#include "bench/ceiling.h"
+#include "runtime/ceiling.h"
 
 #include <algorithm>
 #include <atomic>
@@ -16,7 +16,7 @@
 #include <immintrin.h>
 #endif
 
-namespace qgemma::bench {
+namespace qgemma {
 namespace {
 
 Ceilings g_ceilings;
@@ -181,20 +181,25 @@ void measure_peak(ThreadPool& pool, Loop loop, int64_t macs_per_iter, Ceilings* 
 
 }  // namespace
 
-const Ceilings& measure_ceilings() {
-  ThreadPool& pool = ThreadPool::global();
-  g_ceilings.threads = pool.size();
-  measure_read(pool, &g_ceilings);
+Ceilings measure_ceilings(ThreadPool& pool) {
+  Ceilings c;
+  c.threads = pool.size();
+  measure_read(pool, &c);
 #if defined(__x86_64__)
   const CpuFeatures& f = cpu_features();
   if (f.avx512f && f.avx512vnni && f.os_avx512) {
-    measure_peak(pool, dot_avx512vnni, kMacsPerIterVnni, &g_ceilings);
-    g_ceilings.int8_isa = "vpdpbusd zmm (avx512vnni)";
+    measure_peak(pool, dot_avx512vnni, kMacsPerIterVnni, &c);
+    c.int8_isa = "vpdpbusd zmm (avx512vnni)";
   } else if (f.avx2 && f.os_avx) {
-    measure_peak(pool, dot_avx2, kMacsPerIterAvx2, &g_ceilings);
-    g_ceilings.int8_isa = "vpmaddubsw+vpmaddwd+vpaddd ymm (avx2)";
+    measure_peak(pool, dot_avx2, kMacsPerIterAvx2, &c);
+    c.int8_isa = "vpmaddubsw+vpmaddwd+vpaddd ymm (avx2)";
   }
 #endif
+  return c;
+}
+
+const Ceilings& measure_ceilings() {
+  g_ceilings = measure_ceilings(ThreadPool::global());
   return g_ceilings;
 }
 
@@ -206,4 +211,4 @@ double thread_cpu_seconds() {
   return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
 }
 
-}  // namespace qgemma::bench
+}  // namespace qgemma
