@@ -26,11 +26,11 @@ def main():
         rows = [b for b in data["benchmarks"] if b.get("run_type") == "iteration"]
     for b in rows:
         name = b["run_name"].split("/min_time")[0]
-        print(f"| {name} | {b['real_time']:.0f} | {b['GB_s']:.2f} | "
-              f"{100 * b.get('bw_frac', 0):.0f}% | {b['GOPS']:.1f} | "
+        gbs = b.get("GB_s", b.get("GB/s", 0.0))  # matmul / attention benchmarks
+        print(f"| {name} | {b['real_time']:.0f} | {gbs:.2f} | "
+              f"{100 * b.get('bw_frac', 0):.0f}% | {b.get('GOPS', 0):.1f} | "
               f"{100 * b.get('peak_frac', 0):.1f}% | {100 * b.get('bw_frac_cpu', 0):.0f}% | "
               f"{100 * b.get('peak_frac_cpu', 0):.1f}% |")
-
 
 if __name__ == "__main__":
     main()
