@@ -13,27 +13,16 @@
 #include <vector>
 
 #include "runtime/session.h"
+#include "tools/shell_util.h"
 
 namespace qgemma {
 namespace {
 
-const std::string kBin = std::string(QGEMMA_BINARY_DIR) + "/tools/qgemma";
+const std::string& kBin = testing_util::kQgemmaBin;
 const std::string kDir = std::string(QGEMMA_BINARY_DIR) + "/test_run_commands_tmp";
 
-struct Output {
-  int status;
-  std::string out;
-};
-
-Output sh(const std::string& cmd) {
-  Output o;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) o.out.append(buf, n);
-  o.status = pclose(p);
-  return o;
-}
+using Output = testing_util::ShellOutput;
+using testing_util::sh;
 
 class Commands : public ::testing::Test {
  protected:

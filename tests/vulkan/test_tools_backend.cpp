@@ -19,6 +19,7 @@
 #include "runtime/backend_select.h"
 #include "runtime/session.h"
 #include "runtime/vulkan/device.h"
+#include "tools/shell_util.h"
 #include "vulkan/vk_fixture.h"
 
 namespace qgemma::vk {
@@ -26,24 +27,12 @@ namespace {
 
 using testing::test_device;
 
-const std::string kBin = std::string(QGEMMA_BINARY_DIR) + "/tools/qgemma";
+const std::string& kBin = testing_util::kQgemmaBin;
 const std::string kDir =
     std::string(QGEMMA_BINARY_DIR) + "/test_tools_backend_tmp_" + std::to_string(getpid());
 
-struct Output {
-  int status;
-  std::string out;
-};
-
-Output sh(const std::string& cmd) {
-  Output o;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) o.out.append(buf, n);
-  o.status = pclose(p);
-  return o;
-}
+using Output = testing_util::ShellOutput;
+using testing_util::sh;
 
 // The last line made only of digits and commas (`--print-ids`).
 std::string ids_line(const std::string& s) {
