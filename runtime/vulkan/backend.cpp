@@ -1,6 +1,7 @@
 #include "runtime/vulkan/backend.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "kernels/matmul/matmul.h"
@@ -90,7 +91,7 @@ Buffer& VulkanBackend::scratch(Buffer& b, size_t bytes, const char* what) {
 
 // Host-side bookkeeping of KvCache::store for every layer the graph stores to; the K/V rows
 // themselves are written on the GPU by kv_store.
-void VulkanBackend::update_cache_positions(const Graph& g, const int32_t* pos) {
+void VulkanBackend::update_cache_positions(Recorder& rec, const Graph& g, const int32_t* pos) {
   const int64_t T = g.n_tokens;
   if (T > n_batch_) {
     throw Error("Vulkan backend: " + std::to_string(T) + " tokens in one run, batch is " +
@@ -117,24 +118,29 @@ void VulkanBackend::update_cache_positions(const Graph& g, const int32_t* pos) {
       l.newest = std::max(l.newest, pos[t]);
       lo = std::min(lo, slot), hi = std::max(hi, slot + 1);
     }
-    dev_.upload(l.pos_buf, lo * 4, l.pos.data() + lo, (hi - lo) * 4);
+    rec.update(View(l.pos_buf, lo * 4), l.pos.data() + lo, (hi - lo) * 4);
   }
 }
 
 const float* VulkanBackend::run(const Graph& g, const MemoryPlan& plan, const int32_t* tokens,
                                 const int32_t* pos) {
   const int64_t T = g.n_tokens;
-  update_cache_positions(g, pos);
+  // One command buffer and one submit per run: the small uploads (cache positions, token ids,
+  // slots) are recorded with vkCmdUpdateBuffer and the results copied into a host-visible
+  // read-back buffer at the end.
+  Recorder rec(dev_);
+  if (dev_.profiling()) rec.set_profile_tag(T == 1 ? "decode" : "T=" + std::to_string(T));
+  update_cache_positions(rec, g, pos);
   std::vector<int32_t> ring(T), linear(T);
   for (int64_t t = 0; t < T; ++t) {
     linear[t] = pos[t];
     ring[t] = static_cast<int32_t>(pos[t] % (c_.sliding_window + n_batch_));
   }
   const size_t tb = static_cast<size_t>(T) * 4;
-  dev_.upload(scratch(tokens_, tb, "token ids"), 0, tokens, tb);
-  dev_.upload(scratch(pos_, tb, "positions"), 0, pos, tb);
-  dev_.upload(scratch(slots_ring_, tb, "cache slots"), 0, ring.data(), tb);
-  dev_.upload(scratch(slots_linear_, tb, "cache slots"), 0, linear.data(), tb);
+  rec.update(View(scratch(tokens_, tb, "token ids")), tokens, tb);
+  rec.update(View(scratch(pos_, tb, "positions")), pos, tb);
+  rec.update(View(scratch(slots_ring_, tb, "cache slots")), ring.data(), tb);
+  rec.update(View(scratch(slots_linear_, tb, "cache slots")), linear.data(), tb);
   scratch(arena_, static_cast<size_t>(plan.arena_floats) * 4, "activations");
   // Scratch buffers are sized before recording: one freed while recorded commands still
   // reference it would be a use-after-free on the GPU.
@@ -149,7 +155,6 @@ const float* VulkanBackend::run(const Graph& g, const MemoryPlan& plan, const in
   }
   if (q8_bytes) scratch(q8_, q8_bytes, "quantized activations");
 
-  Recorder rec(dev_);
   for (const Node& n : g.nodes) {
     const GraphTensor* ot = n.output >= 0 ? &g.tensors[n.output] : nullptr;
     const int64_t rows = ot ? ot->rows : 0, cols = ot ? ot->cols : 0;
@@ -255,17 +260,24 @@ const float* VulkanBackend::run(const Graph& g, const MemoryPlan& plan, const in
   }
   last_dispatches_ = rec.dispatches();
   last_barriers_ = rec.barriers();
-  rec.submit_and_wait();
-  const GraphTensor& out = g.tensors[g.output];
-  out_.resize(out.nfloats());
-  dev_.download(arena_, static_cast<size_t>(plan.offset[g.output]) * 4, out_.data(),
-                out_.size() * 4);
-  hidden_.clear();
-  if (g.hidden >= 0) {
-    hidden_.resize(g.tensors[g.hidden].nfloats());
-    dev_.download(arena_, static_cast<size_t>(plan.offset[g.hidden]) * 4, hidden_.data(),
-                  hidden_.size() * 4);
+  const size_t out_bytes = static_cast<size_t>(g.tensors[g.output].nfloats()) * 4;
+  const size_t hidden_bytes =
+      g.hidden >= 0 ? static_cast<size_t>(g.tensors[g.hidden].nfloats()) * 4 : 0;
+  if (!readback_ || readback_.size() < out_bytes + hidden_bytes) {
+    readback_ = dev_.create_buffer(out_bytes + hidden_bytes, MemoryKind::host, "results");
   }
+  rec.copy(View(arena_, static_cast<size_t>(plan.offset[g.output]) * 4), View(readback_, 0),
+           out_bytes);
+  if (hidden_bytes) {
+    rec.copy(View(arena_, static_cast<size_t>(plan.offset[g.hidden]) * 4),
+             View(readback_, out_bytes), hidden_bytes);
+  }
+  rec.submit_and_wait();
+  const char* mapped = static_cast<const char*>(readback_.mapped());
+  out_.resize(out_bytes / 4);
+  std::memcpy(out_.data(), mapped, out_bytes);
+  hidden_.resize(hidden_bytes / 4);
+  if (hidden_bytes) std::memcpy(hidden_.data(), mapped + out_bytes, hidden_bytes);
   return out_.data();
 }
 

@@ -63,7 +63,7 @@ class VulkanBackend {
   const Buffer& weight(const void* data, size_t bytes, const char* name);
   const Buffer& matrix(const Matrix& m);
   Buffer& scratch(Buffer& b, size_t bytes, const char* what);
-  void update_cache_positions(const Graph& g, const int32_t* pos);
+  void update_cache_positions(Recorder& rec, const Graph& g, const int32_t* pos);
 
   Device& dev_;
   const ModelConfig& c_;
@@ -72,7 +72,7 @@ class VulkanBackend {
   std::map<const void*, Buffer> weights_;  // host pointer -> uploaded copy
   std::vector<Buffer> inv_freq_;           // per layer [head_dim / 2]
   std::vector<KvLayer> kv_;
-  Buffer arena_, tokens_, pos_, slots_ring_, slots_linear_, q8_;
+  Buffer arena_, tokens_, pos_, slots_ring_, slots_linear_, q8_, readback_;
   std::vector<float> out_, hidden_;
   uint32_t last_dispatches_ = 0, last_barriers_ = 0;
 };

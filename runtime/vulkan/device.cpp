@@ -1,6 +1,8 @@
 #include "runtime/vulkan/device.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -361,12 +363,55 @@ std::unique_ptr<Device> Device::open(int index) {
   dev->check(vkCreateCommandPool(dev->device_, &pci, nullptr, &dev->command_pool_),
              "creating a command pool");
   dev->load_pipeline_cache();
+  if (const char* prof = std::getenv("QGEMMA_VK_PROFILE"); prof && *prof && *prof != '0') {
+    VkPhysicalDeviceProperties props;
+    vkGetPhysicalDeviceProperties(dev->physical_, &props);
+    if (qf[family].timestampValidBits > 0 && props.limits.timestampPeriod > 0)
+      dev->profile_period_ns_ = props.limits.timestampPeriod;
+    else
+      std::fprintf(stderr, "QGEMMA_VK_PROFILE: device '%s' has no compute timestamps\n",
+                   dev->info_.name.c_str());
+  }
   return dev;
 }
 
+void Device::add_profile(const std::string& key, double ms, uint64_t calls) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ProfileEntry& e = profile_[key];
+  e.calls += calls;
+  e.ms += ms;
+}
+
+std::string Device::profile_report() const {
+  std::vector<std::pair<std::string, ProfileEntry>> rows(profile_.begin(), profile_.end());
+  std::sort(rows.begin(), rows.end(),
+            [](const auto& a, const auto& b) { return a.second.ms > b.second.ms; });
+  double gpu = 0;
+  for (const auto& [k, e] : rows)
+    if (k.rfind("(", 0) != 0) gpu += e.ms;  // "(host) ..." rows are wall-clock, not GPU
+  std::string out = "Vulkan profile (" + info_.name + "): GPU time per tag and pipeline\n";
+  char line[512];
+  std::snprintf(line, sizeof line, "%10s %8s %12s %6s  %s\n", "ms", "calls", "us/call", "%",
+                "tag pipeline");
+  out += line;
+  for (const auto& [k, e] : rows) {
+    const bool host = k.rfind("(", 0) == 0;
+    std::snprintf(line, sizeof line, "%10.3f %8llu %12.2f %6s  %s\n", e.ms,
+                  (unsigned long long)e.calls, e.calls ? 1000.0 * e.ms / (double)e.calls : 0.0,
+                  host ? "" : std::to_string((int)std::lround(100.0 * e.ms / gpu)).c_str(),
+                  k.c_str());
+    out += line;
+  }
+  std::snprintf(line, sizeof line, "%10.3f total GPU time in dispatches\n", gpu);
+  out += line;
+  return out;
+}
+
 Device::~Device() {
+  if (profiling() && !profile_.empty()) std::fputs(profile_report().c_str(), stderr);
   if (device_) {
     vkDeviceWaitIdle(device_);
+    staging_ = Buffer();  // its memory belongs to device_
     save_pipeline_cache();
     for (auto& [name, p] : pipelines_) {
       vkDestroyPipeline(device_, p->pipeline, nullptr);
@@ -444,22 +489,29 @@ Buffer Device::create_buffer(size_t bytes, MemoryKind kind, std::string_view wha
   return b;
 }
 
+Buffer& Device::staging(size_t bytes) {
+  if (!staging_ || staging_.size() < bytes)
+    staging_ = create_buffer(bytes, MemoryKind::host, "a staging buffer");
+  return staging_;
+}
+
 void Device::upload(const Buffer& buf, size_t offset, const void* src, size_t bytes) {
   if (offset + bytes > buf.size()) throw Error("Vulkan: upload past the end of a buffer");
   if (buf.mapped() && !force_staging_chunk_) {
     std::memcpy((char*)buf.mapped() + offset, src, bytes);
     return;
   }
-  // Staging in chunks of at most 64 MiB.
+  // Staging in chunks of at most 64 MiB, through one buffer kept for the device's life.
   const size_t chunk =
       std::min<size_t>(bytes, force_staging_chunk_ ? force_staging_chunk_ : 64u << 20);
-  Buffer staging = create_buffer(chunk, MemoryKind::host, "an upload staging buffer");
+  std::lock_guard<std::mutex> lock(staging_mutex_);
+  const Buffer& stage = staging(chunk);
   for (size_t done = 0; done < bytes; done += chunk) {
     const size_t n = std::min(chunk, bytes - done);
-    std::memcpy(staging.mapped(), (const char*)src + done, n);
+    std::memcpy(stage.mapped(), (const char*)src + done, n);
     VkCommandBuffer cmd = begin_commands();
     VkBufferCopy region{0, offset + done, n};
-    vkCmdCopyBuffer(cmd, staging.handle(), buf.handle(), 1, &region);
+    vkCmdCopyBuffer(cmd, stage.handle(), buf.handle(), 1, &region);
     submit_and_wait(cmd);
   }
 }
@@ -472,14 +524,15 @@ void Device::download(const Buffer& buf, size_t offset, void* dst, size_t bytes)
   }
   const size_t chunk =
       std::min<size_t>(bytes, force_staging_chunk_ ? force_staging_chunk_ : 64u << 20);
-  Buffer staging = create_buffer(chunk, MemoryKind::host, "a download staging buffer");
+  std::lock_guard<std::mutex> lock(staging_mutex_);
+  const Buffer& stage = staging(chunk);
   for (size_t done = 0; done < bytes; done += chunk) {
     const size_t n = std::min(chunk, bytes - done);
     VkCommandBuffer cmd = begin_commands();
     VkBufferCopy region{offset + done, 0, n};
-    vkCmdCopyBuffer(cmd, buf.handle(), staging.handle(), 1, &region);
+    vkCmdCopyBuffer(cmd, buf.handle(), stage.handle(), 1, &region);
     submit_and_wait(cmd);
-    std::memcpy((char*)dst + done, staging.mapped(), n);
+    std::memcpy((char*)dst + done, stage.mapped(), n);
   }
 }
 
@@ -634,6 +687,7 @@ Recorder::Recorder(Device& dev) : dev_(dev) {}
 
 Recorder::~Recorder() {
   if (cmd_) dev_.discard_commands(cmd_);  // recorded but never submitted
+  if (queries_) vkDestroyQueryPool(dev_.handle(), queries_, nullptr);
   for (VkDescriptorPool p : pools_) vkDestroyDescriptorPool(dev_.handle(), p, nullptr);
 }
 
@@ -644,8 +698,44 @@ bool Recorder::overlaps(const std::vector<Range>& set, const Range& r) {
   return false;
 }
 
+static double now_ms() {
+  return std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 void Recorder::begin_if_needed() {
-  if (!cmd_) cmd_ = dev_.begin_commands();
+  if (cmd_) return;
+  cmd_ = dev_.begin_commands();
+  if (!dev_.profiling()) return;
+  if (!queries_) {
+    VkQueryPoolCreateInfo qi{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
+    qi.queryType = VK_QUERY_TYPE_TIMESTAMP;
+    qi.queryCount = kQueries;
+    dev_.check(vkCreateQueryPool(dev_.handle(), &qi, nullptr, &queries_),
+               "creating a timestamp query pool");
+  }
+  vkCmdResetQueryPool(cmd_, queries_, 0, kQueries);
+  vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries_, 0);
+  query_keys_.clear();
+  record_start_ms_ = now_ms();
+}
+
+void Recorder::read_profile() {
+  const uint32_t n = (uint32_t)query_keys_.size() + 1;
+  std::vector<uint64_t> ts(n);
+  dev_.check(
+      vkGetQueryPoolResults(dev_.handle(), queries_, 0, n, n * sizeof(uint64_t), ts.data(),
+                            sizeof(uint64_t), VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT),
+      "reading timestamps");
+  std::map<std::string, std::pair<double, uint64_t>> sums;  // one lock per submit, not per key
+  for (uint32_t i = 1; i < n; ++i) {
+    auto& [ms, calls] = sums[query_keys_[i - 1]];
+    ms += (double)(ts[i] - ts[i - 1]) * dev_.timestamp_period_ns() * 1e-6;
+    ++calls;
+  }
+  for (const auto& [k, v] : sums) dev_.add_profile(k, v.first, v.second);
+  query_keys_.clear();
 }
 
 VkDescriptorSet Recorder::allocate_set(VkDescriptorSetLayout layout) {
@@ -747,6 +837,11 @@ void Recorder::dispatch(const Pipeline& p, std::span<const Arg> args, const void
     vkCmdPushConstants(cmd_, p.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, (uint32_t)push_bytes, push);
   vkCmdDispatch(cmd_, gx, gy, gz);
   ++dispatches_;
+  if (queries_ && query_keys_.size() + 1 < kQueries) {
+    query_keys_.push_back(tag_.empty() ? p.name : tag_ + " " + p.name);
+    vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries_,
+                        (uint32_t)query_keys_.size());
+  }
 }
 
 void Recorder::copy(View src, View dst, size_t bytes) {
@@ -764,8 +859,31 @@ void Recorder::copy(View src, View dst, size_t bytes) {
   written_.push_back(rd);
 }
 
+void Recorder::update(View dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  if (dst.offset + bytes > dst.buffer->size())
+    throw Error("Vulkan: update of " + std::to_string(bytes) + " bytes past the end of a buffer");
+  if (dst.offset % 4 || bytes % 4)
+    throw Error("Vulkan: buffer update offset and size must be multiples of 4");
+  begin_if_needed();
+  const Range rd{dst.buffer->handle(), dst.offset, dst.offset + bytes};
+  if (overlaps(written_, rd) || overlaps(read_, rd)) barrier();
+  constexpr size_t kMax = 65536;  // vkCmdUpdateBuffer's limit per call
+  for (size_t done = 0; done < bytes; done += kMax) {
+    vkCmdUpdateBuffer(cmd_, dst.buffer->handle(), dst.offset + done, std::min(kMax, bytes - done),
+                      (const char*)src + done);
+  }
+  written_.push_back(rd);
+}
+
 void Recorder::submit_and_wait() {
   if (!cmd_) return;
+  // Results the host reads after the fence (read-back copies, mapped buffers) become visible.
+  VkMemoryBarrier to_host{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+  to_host.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+  to_host.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
+  vkCmdPipelineBarrier(cmd_, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                       VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &to_host, 0, nullptr, 0, nullptr);
   VkCommandBuffer cmd = cmd_;
   cmd_ = VK_NULL_HANDLE;
   written_.clear();
@@ -783,7 +901,14 @@ void Recorder::submit_and_wait() {
       }
     }
   } reset{this};
+  const bool prof = queries_ != VK_NULL_HANDLE;
+  const double t0 = prof ? now_ms() : 0;
+  if (prof) dev_.add_profile("(host) " + tag_ + " recording", t0 - record_start_ms_);
   dev_.submit_and_wait(cmd);
+  if (prof) {
+    dev_.add_profile("(host) " + tag_ + " submit+wait", now_ms() - t0);
+    read_profile();
+  }
 }
 
 }  // namespace qgemma::vk

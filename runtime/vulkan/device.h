@@ -147,6 +147,15 @@ class Device {
   // Turns a VkResult into a qgemma::Error naming the device and `what` (no-op on success).
   void check(VkResult r, std::string_view what) const;
 
+  // Opt-in GPU profile (environment QGEMMA_VK_PROFILE=1, on devices with compute timestamps):
+  // Recorder writes a timestamp after every dispatch; the GPU time of each dispatch (from the
+  // previous timestamp to its own, i.e. including any wait at a barrier before it) is summed
+  // per "tag pipeline" and printed to stderr, sorted by time, when the device closes.
+  bool profiling() const { return profile_period_ns_ > 0; }
+  double timestamp_period_ns() const { return profile_period_ns_; }
+  void add_profile(const std::string& key, double ms, uint64_t calls = 1);
+  std::string profile_report() const;
+
  private:
   Device() = default;
   uint32_t find_memory_type(uint32_t type_bits, MemoryKind kind, bool* mapped) const;
@@ -164,6 +173,15 @@ class Device {
   DeviceInfo info_;
   std::string cache_path_;
   size_t force_staging_chunk_ = 0;
+  Buffer& staging(size_t bytes);  // grow-only host buffer for upload/download; staging_mutex_
+  Buffer staging_;
+  std::mutex staging_mutex_;
+  double profile_period_ns_ = 0;  // > 0 when profiling
+  struct ProfileEntry {
+    uint64_t calls = 0;
+    double ms = 0;
+  };
+  std::map<std::string, ProfileEntry> profile_;
   std::mutex mutex_;  // guards pipelines_ and the queue
   std::map<std::string, std::unique_ptr<Pipeline>> pipelines_;
 };
@@ -188,8 +206,14 @@ class Recorder {
                 uint32_t gx, uint32_t gy = 1, uint32_t gz = 1);
   // Copies bytes between buffer ranges (with the same hazard tracking as dispatches).
   void copy(View src, View dst, size_t bytes);
+  // Writes host data into a buffer range as part of the command buffer (vkCmdUpdateBuffer:
+  // the bytes are captured now, no staging buffer and no extra submit; for small data such as
+  // token ids and cache positions). offset and bytes must be multiples of 4.
+  void update(View dst, const void* src, size_t bytes);
   void barrier();          // full compute memory barrier now
   void submit_and_wait();  // runs what was recorded; the recorder can then record again
+  // Profile key prefix for the dispatches recorded from now on (see Device::profiling).
+  void set_profile_tag(std::string tag) { tag_ = std::move(tag); }
   Device& device() { return dev_; }
   uint32_t dispatches() const { return dispatches_; }
   uint32_t barriers() const { return barriers_; }
@@ -202,9 +226,16 @@ class Recorder {
   static bool overlaps(const std::vector<Range>& set, const Range& r);
   VkDescriptorSet allocate_set(VkDescriptorSetLayout layout);
   void begin_if_needed();
+  void read_profile();
 
   Device& dev_;
   VkCommandBuffer cmd_ = VK_NULL_HANDLE;
+  // Profiling: timestamp 0 at the start, i + 1 after dispatch i (up to kQueries - 1).
+  static constexpr uint32_t kQueries = 8192;
+  VkQueryPool queries_ = VK_NULL_HANDLE;
+  std::vector<std::string> query_keys_;
+  std::string tag_;
+  double record_start_ms_ = 0;
   std::vector<VkDescriptorPool> pools_;
   uint32_t pool_sets_left_ = 0;
   std::vector<Range> written_, read_;  // since the last barrier

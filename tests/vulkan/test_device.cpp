@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -164,6 +165,56 @@ TEST(VulkanDevice, BarriersOnlyBetweenDependentDispatches) {
     EXPECT_EQ(got[i], (a[i] + b[i]) + a[i] * b[i]);
     EXPECT_EQ(t0[i], a[i] * 2.0f);
   }
+}
+
+// Recorded buffer updates (vkCmdUpdateBuffer) land in order with the dispatches around them:
+// a dispatch recorded after an update reads the new data, one recorded before reads the old,
+// and updates larger than one vkCmdUpdateBuffer call (64 KiB) are split.
+TEST(VulkanDevice, RecordedUpdatesAreOrderedWithDispatches) {
+  Device& dev = test_device();
+  const uint32_t n = 20000;  // 80 000 bytes: two vkCmdUpdateBuffer calls
+  const std::vector<float> a = random_floats(n, 5), b = random_floats(n, 6),
+                           c = random_floats(n, 7);
+  Buffer in = to_gpu(a), other = to_gpu(c), before = gpu_zeros(n * 4), after = gpu_zeros(n * 4);
+  Recorder rec(dev);
+  scale(rec, in, before, n, 1.0f);  // reads a
+  rec.update(View(in), b.data(), n * 4);
+  EXPECT_EQ(rec.barriers(), 1u);                              // write-after-read
+  add(rec, in, other, after, n);                              // reads b
+  EXPECT_EQ(rec.barriers(), 2u);                              // read-after-write
+  EXPECT_THROW(rec.update(View(in, 2), b.data(), 8), Error);  // unaligned offset
+  rec.submit_and_wait();
+  EXPECT_EQ(from_gpu<float>(before, n), a);
+  const std::vector<float> got = from_gpu<float>(after, n);
+  for (uint32_t i = 0; i < n; ++i) ASSERT_EQ(got[i], b[i] + c[i]) << i;
+}
+
+// QGEMMA_VK_PROFILE=1: every dispatch is timed and the report names each pipeline with its
+// call count (lavapipe has compute timestamps).
+TEST(VulkanDevice, ProfileCountsDispatchesPerPipeline) {
+  ScopedEnv env("QGEMMA_VK_PROFILE", "1");
+  std::unique_ptr<Device> dev = Device::open((int)test_device().info().index);
+  if (!dev->profiling()) GTEST_SKIP() << "device has no compute timestamps";
+  const uint32_t n = 4096;
+  const std::vector<float> a = random_floats(n, 8);
+  Buffer x = dev->create_buffer(n * 4, MemoryKind::device, "x");
+  Buffer y = dev->create_buffer(n * 4, MemoryKind::device, "y");
+  dev->upload(x, 0, a.data(), n * 4);
+  Recorder rec(*dev);
+  rec.set_profile_tag("t1");
+  for (int i = 0; i < 3; ++i) scale(rec, x, y, n, 2.0f);
+  add(rec, x, y, y, n);
+  rec.submit_and_wait();
+  const std::string report = dev->profile_report();
+  EXPECT_NE(report.find("t1 binary"), std::string::npos) << report;
+  EXPECT_NE(report.find("t1 recording"), std::string::npos) << report;
+  // 4 dispatches of the binary shader (scale and add are both binary.comp variants).
+  size_t calls = 0;
+  for (size_t at = 0; (at = report.find("t1 binary", at)) != std::string::npos; ++at) {
+    const size_t line = report.rfind('\n', at) + 1;
+    calls += std::stoul(report.substr(line + 11, 8));
+  }
+  EXPECT_EQ(calls, 4u) << report;
 }
 
 TEST(VulkanDevice, PipelineCacheOnDiskAndUnwritableDirIsFine) {
