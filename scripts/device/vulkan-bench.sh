@@ -2,9 +2,10 @@
 # Real-GPU check of the Vulkan backend (issue "Vulkan compute backend", item 5), for the lent
 # NVIDIA device machine (see the device tool's README). Prints:
 #   1. `qgemma devices` (the GPU must be listed, type discrete) and its measured read bandwidth;
-#   2. the shader tests (tests/vulkan) run on the GPU instead of lavapipe;
-#   3. `qgemma bench --backend vulkan -p 512 -n 128` on the synthetic 12B Q4_0 and decode's
-#      fraction of the measured bandwidth (bytes of weights per token / bandwidth).
+#   2. `qgemma bench --backend vulkan -p 512 -n 128` on the synthetic 12B Q4_0 and decode's
+#      fraction of the measured bandwidth (bytes of weights per token / bandwidth);
+#   3. one more run with QGEMMA_VK_PROFILE=1: GPU time per pipeline for prefill and decode;
+#   4. the shader tests (tests/vulkan) run on the GPU instead of lavapipe.
 #
 # Assumptions (the device machine has no compiler toolchain we rely on, and no network):
 #   - BUILD_DIR (default build-device) holds an x86-64 Release build made on the workstation and
@@ -60,6 +61,7 @@ echo "VK_DRIVER_FILES=$VK_DRIVER_FILES"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv 2>/dev/null || true
 
 # --- 1. devices and bandwidth ---------------------------------------------------------------
+echo "[${SECONDS}s] step 1"
 "$QGEMMA" devices | tee "$RESULTS/devices.txt" || die "qgemma devices failed (loader / driver problem)"
 "$QGEMMA" devices --json > "$RESULTS/devices.json"
 DEV=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(next(x["index"] for x in d if x["default"]))' "$RESULTS/devices.json")
@@ -71,16 +73,8 @@ echo "$BW_JSON" | tee "$RESULTS/bandwidth.json"
 BW=$(echo "$BW_JSON" | python3 -c 'import json,sys; print(json.load(sys.stdin)["read_bandwidth_gbs"])')
 echo "measured read bandwidth: $BW GB/s"
 
-# --- 2. shader tests on the GPU ----------------------------------------------------------------
-status=0
-for t in "$BUILD_DIR"/tests/vulkan_test_*; do
-  [ -n "${VKB_SKIP_TESTS:-}" ] && break
-  [ -x "$t" ] || continue
-  echo "== $(basename "$t")"
-  "$t" --gtest_brief=1 2>&1 | tee -a "$RESULTS/vulkan-tests.log" | tail -3 || status=1
-done
-
-# --- 3. 12B Q4_0 bench -------------------------------------------------------------------------
+# --- 2. 12B Q4_0 bench -------------------------------------------------------------------------
+echo "[${SECONDS}s] step 2"
 "$QGEMMA" bench --help 2>&1 | grep -q -- '--backend' || die "this qgemma's bench has no --backend option (an old build?)"
 MODEL="$WORK_DIR/gemma4-$PRESET-q4_0.gguf"
 if [ ! -f "$MODEL" ]; then
@@ -112,4 +106,23 @@ for r in rows:
                      f" {100 * float(r['bandwidth_fraction']):.1f}%")
     print(line)
 PY
+
+# --- 3. where decode and prefill time goes (GPU timestamps per pipeline) -------------------------
+echo "[${SECONDS}s] step 3"
+if [ -z "${VKB_SKIP_PROFILE:-}" ]; then
+  QGEMMA_VK_PROFILE=1 "$QGEMMA" bench -m "$MODEL" --backend vulkan --device "$DEV" -p "$P" \
+    -n "${VKB_PROFILE_N:-32}" -r 1 > "$RESULTS/profile-bench.md" 2> "$RESULTS/profile.txt" \
+    || echo "vulkan-bench: profiled run failed"
+  head -n "${VKB_PROFILE_LINES:-45}" "$RESULTS/profile.txt"
+fi
+# --- 4. shader tests on the GPU (last: the numbers above matter most if time runs out) ----------------------------------------------------------------
+echo "[${SECONDS}s] step 4"
+status=0
+for t in "$BUILD_DIR"/tests/vulkan_test_*; do
+  [ -n "${VKB_SKIP_TESTS:-}" ] && break
+  [ -x "$t" ] || continue
+  echo "== $(basename "$t")"
+  "$t" --gtest_brief=1 2>&1 | tee -a "$RESULTS/vulkan-tests.log" | tail -3 || status=1
+done
+
 exit $status
