@@ -155,6 +155,7 @@ const float* VulkanBackend::run(const Graph& g, const MemoryPlan& plan, const in
   }
   if (q8_bytes) scratch(q8_, q8_bytes, "quantized activations");
 
+  int q8_input = -1;  // graph tensor whose quantized copy q8_ holds
   for (const Node& n : g.nodes) {
     const GraphTensor* ot = n.output >= 0 ? &g.tensors[n.output] : nullptr;
     const int64_t rows = ot ? ot->rows : 0, cols = ot ? ot->cols : 0;
@@ -184,11 +185,18 @@ const float* VulkanBackend::run(const Graph& g, const MemoryPlan& plan, const in
                       std::string(type_traits(w.type).name) + ")");
         }
         const uint32_t K = static_cast<uint32_t>(w.in), N = static_cast<uint32_t>(w.out);
-        View q8;
         if (R <= 8 && int_dot_supported(dev_, wt)) {
-          q8 = View(q8_, 0, q8_activation_bytes(K, R));
+          // Integer-dot path: quantize the activations once for consecutive matmuls of the same
+          // input (Q/K/V, gate/up), then one matrix-vector dispatch per weight.
+          const View q8(q8_, 0, q8_activation_bytes(K, R));
+          if (q8_input != n.inputs[0]) {
+            quantize_q8(rec, x, q8, K, R);
+            q8_input = n.inputs[0];
+          }
+          mul_mat_vec_q8(rec, wt, matrix(w), q8, y, N, K, R);
+        } else {
+          matmul(rec, wt, matrix(w), x, y, N, K, R, View());
         }
-        matmul(rec, wt, matrix(w), x, y, N, K, R, q8);
         break;
       }
       case Op::Rope: {

@@ -363,6 +363,8 @@ std::unique_ptr<Device> Device::open(int index) {
   dev->check(vkCreateCommandPool(dev->device_, &pci, nullptr, &dev->command_pool_),
              "creating a command pool");
   dev->load_pipeline_cache();
+  if (const char* sync = std::getenv("QGEMMA_VK_SYNC"); sync && *sync && *sync != '0')
+    dev->sync_all_ = true;
   if (const char* prof = std::getenv("QGEMMA_VK_PROFILE"); prof && *prof && *prof != '0') {
     VkPhysicalDeviceProperties props;
     vkGetPhysicalDeviceProperties(dev->physical_, &props);
@@ -573,6 +575,20 @@ void Device::submit_and_wait(VkCommandBuffer cmd) {
   check(vkWaitForFences(device_, 1, &cleanup.f, VK_TRUE, UINT64_MAX), "waiting for the GPU");
 }
 
+void Device::submit(VkCommandBuffer cmd) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  check(vkEndCommandBuffer(cmd), "ending a command buffer");
+  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  si.commandBufferCount = 1;
+  si.pCommandBuffers = &cmd;
+  check(vkQueueSubmit(queue_, 1, &si, VK_NULL_HANDLE), "submitting commands");
+}
+
+void Device::wait_idle() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  vkQueueWaitIdle(queue_);
+}
+
 void Device::discard_commands(VkCommandBuffer cmd) {
   std::lock_guard<std::mutex> lock(mutex_);
   vkFreeCommandBuffers(device_, command_pool_, 1, &cmd);
@@ -687,6 +703,10 @@ Recorder::Recorder(Device& dev) : dev_(dev) {}
 
 Recorder::~Recorder() {
   if (cmd_) dev_.discard_commands(cmd_);  // recorded but never submitted
+  if (!submitted_.empty()) {              // an error after a chunk was queued
+    dev_.wait_idle();
+    for (VkCommandBuffer c : submitted_) dev_.discard_commands(c);
+  }
   if (queries_) vkDestroyQueryPool(dev_.handle(), queries_, nullptr);
   for (VkDescriptorPool p : pools_) vkDestroyDescriptorPool(dev_.handle(), p, nullptr);
 }
@@ -794,7 +814,7 @@ void Recorder::dispatch(const Pipeline& p, std::span<const Arg> args, const void
 
   // Hazards: read-after-write, write-after-write, write-after-read.
   std::vector<Range> ranges(args.size());
-  bool hazard = false;
+  bool hazard = dev_.sync_all() && dispatches_ > 0;
   for (size_t i = 0; i < args.size(); ++i) {
     const View& v = args[i].view;
     const size_t n = v.size();
@@ -837,11 +857,24 @@ void Recorder::dispatch(const Pipeline& p, std::span<const Arg> args, const void
     vkCmdPushConstants(cmd_, p.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, (uint32_t)push_bytes, push);
   vkCmdDispatch(cmd_, gx, gy, gz);
   ++dispatches_;
-  if (queries_ && query_keys_.size() + 1 < kQueries) {
-    query_keys_.push_back(tag_.empty() ? p.name : tag_ + " " + p.name);
-    vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries_,
-                        (uint32_t)query_keys_.size());
+  if (queries_) {  // profiling: one command buffer (its timestamps), no chunks
+    if (query_keys_.size() + 1 < kQueries) {
+      query_keys_.push_back(tag_.empty() ? p.name : tag_ + " " + p.name);
+      vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries_,
+                          (uint32_t)query_keys_.size());
+    }
+  } else if (++since_flush_ >= kChunk) {
+    flush();
   }
+}
+
+void Recorder::flush() {
+  if (!cmd_) return;
+  VkCommandBuffer cmd = cmd_;
+  cmd_ = VK_NULL_HANDLE;
+  since_flush_ = 0;
+  submitted_.push_back(cmd);
+  dev_.submit(cmd);
 }
 
 void Recorder::copy(View src, View dst, size_t bytes) {
@@ -852,7 +885,8 @@ void Recorder::copy(View src, View dst, size_t bytes) {
   begin_if_needed();
   const Range rs{src.buffer->handle(), src.offset, src.offset + bytes};
   const Range rd{dst.buffer->handle(), dst.offset, dst.offset + bytes};
-  if (overlaps(written_, rs) || overlaps(written_, rd) || overlaps(read_, rd)) barrier();
+  if (dev_.sync_all() || overlaps(written_, rs) || overlaps(written_, rd) || overlaps(read_, rd))
+    barrier();
   VkBufferCopy region{src.offset, dst.offset, bytes};
   vkCmdCopyBuffer(cmd_, src.buffer->handle(), dst.buffer->handle(), 1, &region);
   read_.push_back(rs);
@@ -867,7 +901,7 @@ void Recorder::update(View dst, const void* src, size_t bytes) {
     throw Error("Vulkan: buffer update offset and size must be multiples of 4");
   begin_if_needed();
   const Range rd{dst.buffer->handle(), dst.offset, dst.offset + bytes};
-  if (overlaps(written_, rd) || overlaps(read_, rd)) barrier();
+  if (dev_.sync_all() || overlaps(written_, rd) || overlaps(read_, rd)) barrier();
   constexpr size_t kMax = 65536;  // vkCmdUpdateBuffer's limit per call
   for (size_t done = 0; done < bytes; done += kMax) {
     vkCmdUpdateBuffer(cmd_, dst.buffer->handle(), dst.offset + done, std::min(kMax, bytes - done),
@@ -877,7 +911,8 @@ void Recorder::update(View dst, const void* src, size_t bytes) {
 }
 
 void Recorder::submit_and_wait() {
-  if (!cmd_) return;
+  if (!cmd_ && submitted_.empty()) return;
+  begin_if_needed();  // the final chunk carries the host barrier and the fence
   // Results the host reads after the fence (read-back copies, mapped buffers) become visible.
   VkMemoryBarrier to_host{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
   to_host.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
@@ -904,7 +939,10 @@ void Recorder::submit_and_wait() {
   const bool prof = queries_ != VK_NULL_HANDLE;
   const double t0 = prof ? now_ms() : 0;
   if (prof) dev_.add_profile("(host) " + tag_ + " recording", t0 - record_start_ms_);
+  since_flush_ = 0;
   dev_.submit_and_wait(cmd);
+  for (VkCommandBuffer c : submitted_) dev_.discard_commands(c);
+  submitted_.clear();
   if (prof) {
     dev_.add_profile("(host) " + tag_ + " submit+wait", now_ms() - t0);
     read_profile();

@@ -140,7 +140,9 @@ class Device {
   // Command buffers for Recorder: one-time submit and wait, with device-loss reporting.
   VkCommandBuffer begin_commands();
   void submit_and_wait(VkCommandBuffer cmd);   // frees cmd
-  void discard_commands(VkCommandBuffer cmd);  // frees cmd without running it
+  void submit(VkCommandBuffer cmd);            // ends and queues cmd; free it once work is done
+  void discard_commands(VkCommandBuffer cmd);  // frees cmd without running it (or after it ran)
+  void wait_idle();                            // the queue's submitted work is done
   // Where the pipeline cache lives ("" when no cache directory could be used).
   const std::string& pipeline_cache_path() const { return cache_path_; }
 
@@ -152,6 +154,8 @@ class Device {
   // previous timestamp to its own, i.e. including any wait at a barrier before it) is summed
   // per "tag pipeline" and printed to stderr, sorted by time, when the device closes.
   bool profiling() const { return profile_period_ns_ > 0; }
+  // QGEMMA_VK_SYNC=1: a full barrier before every command (debugging: rules out a missing one).
+  bool sync_all() const { return sync_all_; }
   double timestamp_period_ns() const { return profile_period_ns_; }
   void add_profile(const std::string& key, double ms, uint64_t calls = 1);
   std::string profile_report() const;
@@ -177,6 +181,7 @@ class Device {
   Buffer staging_;
   std::mutex staging_mutex_;
   double profile_period_ns_ = 0;  // > 0 when profiling
+  bool sync_all_ = false;
   struct ProfileEntry {
     uint64_t calls = 0;
     double ms = 0;
@@ -210,8 +215,12 @@ class Recorder {
   // the bytes are captured now, no staging buffer and no extra submit; for small data such as
   // token ids and cache positions). offset and bytes must be multiples of 4.
   void update(View dst, const void* src, size_t bytes);
-  void barrier();          // full compute memory barrier now
-  void submit_and_wait();  // runs what was recorded; the recorder can then record again
+  void barrier();  // full compute memory barrier now
+  // Runs what was recorded (and waits); the recorder can then record again. Long recordings are
+  // submitted in chunks of kChunk dispatches as they are recorded, so the device starts while
+  // the host still records; barriers recorded in a later chunk also order the earlier ones
+  // (submission order on one queue), so hazard tracking carries across chunks unchanged.
+  void submit_and_wait();
   // Profile key prefix for the dispatches recorded from now on (see Device::profiling).
   void set_profile_tag(std::string tag) { tag_ = std::move(tag); }
   Device& device() { return dev_; }
@@ -227,6 +236,11 @@ class Recorder {
   VkDescriptorSet allocate_set(VkDescriptorSetLayout layout);
   void begin_if_needed();
   void read_profile();
+  void flush();  // queue the current chunk without waiting
+
+  static constexpr uint32_t kChunk = 48;
+  std::vector<VkCommandBuffer> submitted_;  // queued chunks, freed after the final wait
+  uint32_t since_flush_ = 0;
 
   Device& dev_;
   VkCommandBuffer cmd_ = VK_NULL_HANDLE;

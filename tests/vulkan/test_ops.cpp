@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -212,6 +213,63 @@ TEST(VulkanOps, GetRowsAllFormats) {
       get_row_f32(t, table.data(), ids[i], n_cols, want.data() + i * n_cols, 61.96773f);
     expect_near_all(from_gpu<float>(yb, want.size()), want, 1e-5f, 1e-6f,
                     "get_rows " + std::string(type_traits(t).name));
+  }
+}
+
+// kv_store writes exactly the bytes the CPU cache writes (f32_to_f16 with round-to-nearest-even,
+// quantize_row_q8_0): ties, subnormals, overflow and random values. The rounding of the driver's
+// packHalf2x16 is implementation-defined, so the shader must not depend on it.
+TEST(VulkanOps, KvStoreBytesMatchCpu) {
+  Device& dev = test_device();
+  const uint32_t head_dim = 64, n_kv_head = 2, tokens = 3;
+  std::vector<float> src = random_floats((size_t)tokens * n_kv_head * head_dim, 41);
+  // Exact f16 ties (1 + k/2048 + 1/4096 lies halfway between two f16 values), values that round
+  // up past a binade, subnormals, zero and the overflow edge.
+  const float specials[] = {1.0f + 1.0f / 4096,
+                            1.0f + 3.0f / 4096,
+                            -1.0f - 5.0f / 4096,
+                            2047.5f,
+                            65519.0f,
+                            65520.0f,
+                            -7e-6f,
+                            3e-8f,
+                            0.0f,
+                            1.99951171875f + 1.0f / 8192};
+  for (size_t i = 0; i < sizeof specials / sizeof specials[0]; ++i) src[3 * i] = specials[i];
+  const std::vector<int32_t> slots = {2, 0, 3};
+  const uint32_t capacity = 4;
+  for (TensorType t : {TensorType::F16, TensorType::Q8_0}) {
+    const size_t row = row_size(t, head_dim);
+    const size_t bytes = row * capacity * n_kv_head;
+    std::vector<uint8_t> want(bytes, 0);
+    for (uint32_t tok = 0; tok < tokens; ++tok) {
+      for (uint32_t g = 0; g < n_kv_head; ++g) {
+        const float* s = src.data() + ((size_t)tok * n_kv_head + g) * head_dim;
+        uint8_t* d = want.data() + ((size_t)g * capacity + slots[tok]) * row;
+        if (t == TensorType::F16) {
+          for (uint32_t i = 0; i < head_dim; ++i) {
+            const f16_bits h = f32_to_f16(s[i]);
+            std::memcpy(d + 2 * i, &h, 2);
+          }
+        } else {
+          quantize_row_q8_0_ref(s, reinterpret_cast<block_q8_0*>(d), head_dim);
+        }
+      }
+    }
+    Buffer sb = to_gpu(src), slb = to_gpu(slots), cache = gpu_zeros(bytes);
+    Recorder rec(dev);
+    kv_store(rec, t, sb, slb, cache, tokens, n_kv_head, head_dim, (uint32_t)row,
+             (uint32_t)(row * capacity));
+    rec.submit_and_wait();
+    const std::vector<uint8_t> got = from_gpu<uint8_t>(cache, bytes);
+    int bad = 0;
+    for (size_t i = 0; i < bytes && bad < 5; ++i) {
+      if (got[i] != want[i]) {
+        ADD_FAILURE() << type_traits(t).name << " byte " << i << " got " << int(got[i]) << " want "
+                      << int(want[i]);
+        ++bad;
+      }
+    }
   }
 }
 
