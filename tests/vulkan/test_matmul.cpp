@@ -165,40 +165,44 @@ TEST(VulkanMatmul, IntegerDotPathMatchesMatmulRef) {
     GTEST_SKIP() << dev.info().name << " has no shaderIntegerDotProduct";
   }
   uint32_t seed = 200;
-  for (TensorType t : {TensorType::Q4_0, TensorType::Q8_0}) {
-    const uint32_t M = 53, K = 224;
-    const Weights w = make_weights(t, M, K, seed++);
-    Buffer wb = to_gpu(w.bytes);
-    for (uint32_t N : {1u, 2u, 8u}) {
-      const std::vector<float> x = random_floats((size_t)N * K, seed++);
-      Buffer xb = to_gpu(x);
-      Buffer xq = gpu_zeros(q8_activation_bytes(K, N));
-      Buffer yb = gpu_zeros((size_t)N * M * 4);
-      Recorder rec(dev);
-      matmul(rec, t, wb, xb, yb, M, K, N, xq);  // quantize_q8 + mul_mat_vec_q8
-      rec.submit_and_wait();
-      EXPECT_EQ(rec.dispatches(), 2u);
-      EXPECT_EQ(rec.barriers(), 1u);
+  // K = 224: 7 blocks, an odd count (rows start on half-words: one block per thread);
+  // K = 320: 10 blocks (word-aligned rows: pairs of blocks per thread, aligned word loads).
+  for (const uint32_t K : {224u, 320u})
+    for (TensorType t : {TensorType::Q4_0, TensorType::Q8_0}) {
+      const uint32_t M = 53;
+      const Weights w = make_weights(t, M, K, seed++);
+      Buffer wb = to_gpu(w.bytes);
+      for (uint32_t N : {1u, 2u, 8u}) {
+        const std::vector<float> x = random_floats((size_t)N * K, seed++);
+        Buffer xb = to_gpu(x);
+        Buffer xq = gpu_zeros(q8_activation_bytes(K, N));
+        Buffer yb = gpu_zeros((size_t)N * M * 4);
+        Recorder rec(dev);
+        matmul(rec, t, wb, xb, yb, M, K, N, xq);  // quantize_q8 + mul_mat_vec_q8
+        rec.submit_and_wait();
+        EXPECT_EQ(rec.dispatches(), 2u);
+        EXPECT_EQ(rec.barriers(), 1u);
 
-      std::vector<block_q8_0> xq_cpu((size_t)N * K / 32);
-      for (uint32_t n = 0; n < N; ++n)
-        quantize_row_q8_0_ref(x.data() + (size_t)n * K, xq_cpu.data() + (size_t)n * K / 32, K);
-      std::vector<float> ref((size_t)N * M);
-      MatmulArgs a;
-      a.w = w.bytes.data();
-      a.x = xq_cpu.data();
-      a.ldx = row_size(TensorType::Q8_0, K);
-      a.y = ref.data();
-      a.ldy = M;
-      a.K = K;
-      a.R = N;
-      matmul_ref(t, a, 0, M);
-      std::vector<double> want(ref.begin(), ref.end()), mag, unused;
-      reference(w, x, M, K, N, &unused, &mag);
-      expect_close(from_gpu<float>(yb, (size_t)N * M), want, mag, 1e-6,
-                   "mul_mat_vec_q8 " + name(t) + " N=" + std::to_string(N));
+        std::vector<block_q8_0> xq_cpu((size_t)N * K / 32);
+        for (uint32_t n = 0; n < N; ++n)
+          quantize_row_q8_0_ref(x.data() + (size_t)n * K, xq_cpu.data() + (size_t)n * K / 32, K);
+        std::vector<float> ref((size_t)N * M);
+        MatmulArgs a;
+        a.w = w.bytes.data();
+        a.x = xq_cpu.data();
+        a.ldx = row_size(TensorType::Q8_0, K);
+        a.y = ref.data();
+        a.ldy = M;
+        a.K = K;
+        a.R = N;
+        matmul_ref(t, a, 0, M);
+        std::vector<double> want(ref.begin(), ref.end()), mag, unused;
+        reference(w, x, M, K, N, &unused, &mag);
+        expect_close(
+            from_gpu<float>(yb, (size_t)N * M), want, mag, 1e-6,
+            "mul_mat_vec_q8 " + name(t) + " K=" + std::to_string(K) + " N=" + std::to_string(N));
+      }
     }
-  }
 }
 
 TEST(VulkanMatmul, RejectsBadShapes) {
