@@ -165,8 +165,8 @@ TEST(VulkanMatmul, IntegerDotPathMatchesMatmulRef) {
     GTEST_SKIP() << dev.info().name << " has no shaderIntegerDotProduct";
   }
   uint32_t seed = 200;
-  // K = 224: 7 blocks, an odd count (rows start on half-words: one block per thread);
-  // K = 320: 10 blocks (word-aligned rows: pairs of blocks per thread, aligned word loads).
+  // K = 224: 7 blocks, an odd count (every other row starts on a half-word);
+  // K = 320: 10 blocks (every row starts on a word).
   for (const uint32_t K : {224u, 320u})
     for (TensorType t : {TensorType::Q4_0, TensorType::Q8_0}) {
       const uint32_t M = 53;
