@@ -6,6 +6,8 @@
 //   attn/sliding_gqa/<kv type>/<isa>/kv1024   8 KV heads x 256, 1024-slot window (ring buffer):
 //                                             the KV heads are split across threads
 // <kv type> is f16 or q8_0 (K and V alike); ref runs only the sliding case.
+// <isa> avx512_f32math: avx512 with FlashAttnArgs::f32_math (no fp16 arithmetic), global case
+// only, to compare with the default avx512 (fp16 arithmetic on CPUs with AVX512-FP16).
 // Counters (per second, real time):
 //   GB/s     K + V cache bytes read per second
 //   bw_frac  GB/s over the measured read bandwidth (runtime/ceiling.h)
@@ -38,6 +40,7 @@ struct AttnCase {
   int32_t window;
   TensorType kv_type;
   Isa isa;
+  bool f32_math = false;
 };
 
 size_t kv_row_bytes(TensorType t, int head_dim) {
@@ -106,6 +109,7 @@ void run_attention(benchmark::State& state, AttnCase c) {
   a.n_kv = c.n_kv;
   a.window = c.window;
   a.scale = 1.0f;
+  a.f32_math = c.f32_math;
   a.out = out.data();
   a.out_stride_token = (int64_t)kHeads * c.head_dim;
   a.out_stride_head = c.head_dim;
@@ -161,14 +165,18 @@ int register_all() {
       const std::string tn(type_traits(t).name);
       const AttnCase cases[] = {{"global_mqa", 1, 512, 32768, 0, t, isa},
                                 {"sliding_gqa", 8, 256, 1024, 1024, t, isa}};
-      for (const AttnCase& c : cases) {
+      for (AttnCase c : cases) {
         if (isa == Isa::ref && c.n_kv > 4096) continue;  // seconds per call
-        const std::string name = "attn/" + c.layer + "/" + tn + "/" + std::string(isa_name(isa)) +
-                                 "/kv" + std::to_string(c.n_kv);
-        benchmark::RegisterBenchmark(name.c_str(), run_attention, c)
-            ->UseRealTime()
-            ->Unit(benchmark::kMicrosecond)
-            ->MinTime(isa == Isa::ref ? 0.05 : 0.3);
+        for (bool f32 : {false, true}) {
+          if (f32 && (isa != Isa::avx512 || c.n_kv_head != 1)) continue;
+          c.f32_math = f32;
+          const std::string name = "attn/" + c.layer + "/" + tn + "/" + std::string(isa_name(isa)) +
+                                   (f32 ? "_f32math" : "") + "/kv" + std::to_string(c.n_kv);
+          benchmark::RegisterBenchmark(name.c_str(), run_attention, c)
+              ->UseRealTime()
+              ->Unit(benchmark::kMicrosecond)
+              ->MinTime(isa == Isa::ref ? 0.05 : 0.3);
+        }
       }
     }
   }

@@ -26,9 +26,9 @@
 //   k_stride_slot = row bytes, k_stride_head = capacity * row bytes; slot-major
 //   ([slot][kv_head][head_dim]) works as well.
 //
-// The SIMD kernels keep their state on the stack (about 200 KiB per call: the accumulators of
-// 16 rows and two blocks of dequantized Q8_0 rows at head_dim 1024); default thread stacks
-// (8 MiB) are plenty.
+// The SIMD kernels keep their state on the stack (about 200 KiB per call, 300 KiB for avx512:
+// the accumulators of 16 rows, two blocks of dequantized Q8_0 rows and the queries at head_dim
+// 1024); default thread stacks (8 MiB) are plenty.
 //
 // Work splitting (the caller's threads): flash_attn() computes queries [q0, q1) x query heads
 // [h0, h1). Reading the cache is the cost, so give one thread all the query heads of a KV head
@@ -74,6 +74,12 @@ struct FlashAttnArgs {
 
   int32_t window = 0;  // sliding window in positions; <= 0 = unlimited (global layer)
   float scale = 1.0f;  // multiplies q . k before the softmax (Gemma 4: 1.0)
+  // false: an optimized variant may use fp16 arithmetic where the CPU has it (avx512 on CPUs
+  // with AVX512-FP16, F16 K and V, a call for one query token [q1 - q0 == 1] with >= 9 query
+  // heads on one KV head: MQA decoding): q and p rounded to fp16, short fp16 sums; about 1.5x
+  // faster, error bound in tests/kernels/test_attention.cpp. Batches of queries (prefill,
+  // verification) always use f32. true: f32 products and sums only (the reference's rounding).
+  bool f32_math = false;
 
   float* out = nullptr;  // f32 [n_q x n_head x head_dim] through the strides below
   int64_t out_stride_token = 0;

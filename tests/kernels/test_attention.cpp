@@ -9,10 +9,28 @@
 //  - ref vs double: f32 dot products of head_dim terms carry an error of about
 //    sqrt(head_dim) * 2^-24 * |q||k| ~ 1e-6, and the online softmax rescales l and acc a few
 //    times (each a relative 2^-24); 2e-5 absolute covers both with margin.
-//  - SIMD vs ref: the same f32 arithmetic in a different order (lane-wise partial sums, another
-//    exp implementation of ~1 ulp): same bound, 2e-5 absolute.
+//  - SIMD vs ref with f32_math (and every variant without fp16 arithmetic): the same f32
+//    arithmetic in a different order (lane-wise partial sums, another exp implementation of
+//    ~1 ulp): same bound, 2e-5 absolute.
 //  - split-K combine vs one pass: one more rescale per split: 2e-5 absolute.
-// Observed worst on x86 (AVX-512 machine): 6e-6 ref vs double, 7e-6 SIMD vs ref.
+//  - avx512 with fp16 arithmetic (default f32_math = false, CPUs with AVX512-FP16, F16 K/V, calls
+//    for one query with >= 9 heads on a KV head, e.g. MQA decoding): u = 2^-11 (fp16 unit
+//    roundoff), rounding errors modelled as independent, uniform, variance u^2 x^2 / 3; E[(q_e
+//    k_e)^2] = 1/9. Scores: q is rounded to fp16 (d terms q_e k_e d_e, |d_e| <= u; K is exact), and
+//    each of the 32 lanes sums n = min(d, 512) / 32 <= 16 products in fp16, rounding after every
+//    step (partial sum P_t of t products, E[P_t^2] = t / 9); the 32 lane sums add in f32:
+//      Var(ds) = u^2/3 * (d/9 + 32 * sum_{t<=n} t/9) = u^2/27 * (d + 16 n (n + 1))
+//      d = 512, n = 16: sigma_s = 13.4 u = 6.5e-3.
+//    Output: out = sum_j w_j v_j, w = softmax(s), so dout = sum_j w_j ds_j (v_j - out) and
+//    sigma_out <= sigma_s * max|v_j - out| * sqrt(sum w_j^2) <= 2 sigma_s = 1.3e-2.
+//    P V: p in (0, 1] rounded to fp16 (|dout| <= 2u = 1e-3), and each lane sums the products of
+//    one block (<= 32 slots) in fp16 before adding them to the f32 accumulators: relative to
+//    sum_j w_j |v_j| <= 1 that is <= sqrt(32/3) u = 1.6e-3 (1 sigma), 32u = 1.6e-2 worst case.
+//    Tolerance 3e-2: the score term at 2 sigma with the worst-case weighting, plus the P V terms
+//    at 1 sigma. Observed worst: 6.3e-3 (sqrt(sum w^2) * |v - out| is ~0.3 on this data, not 2).
+//    For scale: bf16 inputs (u = 2^-8 on q, k, p, v, f32 sums) would give sigma_s = 2^-8 *
+//    sqrt(2 d / 27) = 2.4e-2, 3.7x the fp16 scheme's.
+// Observed worst on x86 (AVX-512 machine): 6e-6 ref vs double, 7e-6 SIMD vs ref (f32 math).
 // K/V quantization is not part of the error: every side reads the same F16 / Q8_0 bytes.
 #include <gtest/gtest.h>
 
@@ -35,6 +53,13 @@ namespace {
 
 constexpr float kTolRef = 2e-5f;
 constexpr float kTolSimd = 2e-5f;
+constexpr float kTolFp16 = 3e-2f;
+
+// Tolerance of a variant against ref for a call over n_q queries: only avx512 without f32_math
+// may use fp16 arithmetic, and only in calls for one query.
+float tol_for(Isa isa, bool f32_math, int n_q) {
+  return isa == Isa::avx512 && !f32_math && n_q == 1 ? kTolFp16 : kTolSimd;
+}
 
 struct Case {
   int n_q = 1, n_head = 16, n_kv_head = 1, head_dim = 256;
@@ -243,10 +268,12 @@ void expect_near_all(const std::vector<float>& got, const std::vector<float>& wa
                         << want[at];
 }
 
-std::vector<float> run_full(Isa isa, Problem& p) {
+std::vector<float> run_full(Isa isa, Problem& p, bool f32_math = false) {
   std::vector<float> out(p.out_size(), std::nanf(""));
   p.a.out = out.data();
+  p.a.f32_math = f32_math;
   flash_attn_isa(isa, p.a, 0, p.a.n_q, 0, p.a.n_head);
+  p.a.f32_math = false;
   return out;
 }
 
@@ -266,7 +293,10 @@ void check(const Case& c) {
   const std::vector<float> ref = run_full(Isa::ref, p);
   expect_near_all(ref, naive(p), kTolRef, "ref vs double");
   for (Isa isa : simd_isas()) {
-    expect_near_all(run_full(isa, p), ref, kTolSimd, std::string(isa_name(isa)) + " vs ref");
+    for (bool f32 : {true, false}) {
+      expect_near_all(run_full(isa, p, f32), ref, tol_for(isa, f32, c.n_q),
+                      std::string(isa_name(isa)) + (f32 ? " f32_math" : "") + " vs ref");
+    }
   }
 }
 
@@ -421,6 +451,7 @@ TEST(FlashAttn, SplitKCombine) {
     for (Isa isa : isas) {
       for (int n_split : {1, 2, 3, 5}) {
         SCOPED_TRACE(std::string(isa_name(isa)) + " splits=" + std::to_string(n_split));
+        p.a.f32_math = n_split == 3;  // one split count with f32 math everywhere
         std::vector<std::vector<float>> bufs(n_split,
                                              std::vector<float>(flash_attn_partial_floats(p.a)));
         std::vector<const float*> ptrs;
@@ -432,8 +463,39 @@ TEST(FlashAttn, SplitKCombine) {
         std::vector<float> out(p.out_size(), std::nanf(""));
         p.a.out = out.data();
         flash_attn_combine(p.a, 0, c.n_q, 0, c.n_head, ptrs.data(), n_split);
-        expect_near_all(out, ref, kTolSimd, "split-K vs one pass");
+        expect_near_all(out, ref, tol_for(isa, p.a.f32_math, c.n_q), "split-K vs one pass");
+        p.a.f32_math = false;
       }
+    }
+  }
+}
+
+// Values whose fp16 partial sums overflow (|sum| > 65504). Large positive q and k: every lane of
+// every q.k overflows, so all scores are redone in f32. q = 0 (all p = 1) and large positive v:
+// the p.v sums of a block overflow, so the chunk is redone in f32. Either way the result must
+// match ref to f32 accuracy, relative to the size of the values.
+TEST(FlashAttn, Fp16OverflowFallsBackToF32) {
+  for (int which : {0, 1}) {
+    Case c = mqa(1, 70);
+    c.seed = 40 + which;
+    Problem p(c);
+    auto* k = reinterpret_cast<f16_bits*>(p.k.data());
+    auto* v = reinterpret_cast<f16_bits*>(p.v.data());
+    float vmax = 1.0f;
+    if (which == 0) {
+      for (float& x : p.q) x = 60000.0f * std::fabs(x);
+      for (size_t e = 0; e < p.k.size() / 2; ++e) k[e] = f32_to_f16(std::fabs(f16_to_f32(k[e])));
+    } else {
+      vmax = 30000.0f;
+      for (float& x : p.q) x = 0.0f;
+      for (size_t e = 0; e < p.v.size() / 2; ++e) {
+        v[e] = f32_to_f16(vmax * std::fabs(f16_to_f32(v[e])));
+      }
+    }
+    SCOPED_TRACE(which == 0 ? "large q, k" : "large v");
+    const std::vector<float> ref = run_full(Isa::ref, p);
+    for (Isa isa : simd_isas()) {
+      expect_near_all(run_full(isa, p), ref, kTolSimd * vmax, std::string(isa_name(isa)));
     }
   }
 }
