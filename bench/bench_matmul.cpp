@@ -35,11 +35,7 @@ namespace {
 
 constexpr size_t kColdBytes = size_t{512} << 20;
 
-TensorType plain_type(TensorType t) {
-  if (t == TensorType::Q4_0x8) return TensorType::Q4_0;
-  if (t == TensorType::Q8_0x8) return TensorType::Q8_0;
-  return t;
-}
+TensorType plain_type(TensorType t) { return unpacked_type(t); }
 
 struct Case {
   TensorType wtype;
@@ -191,9 +187,10 @@ void add(const Case& c) {
 }
 
 int register_all() {
-  const TensorType types[] = {TensorType::Q4_0,   TensorType::Q8_0, TensorType::Q4_0x8,
-                              TensorType::Q8_0x8, TensorType::F16,  TensorType::BF16,
-                              TensorType::F32,    TensorType::Q4_K, TensorType::Q6_K};
+  const TensorType types[] = {TensorType::Q4_0,   TensorType::Q8_0,  TensorType::Q4_0x8,
+                              TensorType::Q8_0x8, TensorType::F16,   TensorType::BF16,
+                              TensorType::F32,    TensorType::Q4_K,  TensorType::Q6_K,
+                              TensorType::Q4_Kx8, TensorType::Q6_Kx8};
   const Isa isas[] = {Isa::ref, Isa::avx2, Isa::avx512, Isa::neon};
   // (K, N): Q, K/V, gate/up, down, O, lm head.
   const std::pair<int64_t, int64_t> gemv_shapes[] = {{3840, 4096},  {3840, 2048}, {3840, 15360},
@@ -210,6 +207,16 @@ int register_all() {
       for (int64_t R : {4, 8}) add({t, isa, false, 3840, 15360, R});
       for (auto [K, N] : gemm_shapes) {
         for (int64_t R : {64, 512}) add({t, isa, true, K, N, R});
+      }
+    }
+  }
+  // Speculative verification batches (k = 1..8 drafts -> 2..9 rows) on the repacked Q4_0 layout
+  // the runtime uses: every R on both big GEMV shapes (R = 4, 8 at 3840->15360 are above).
+  for (Isa isa : {Isa::avx2, Isa::avx512, Isa::neon}) {
+    for (auto [K, N] : {std::pair<int64_t, int64_t>{3840, 15360}, {15360, 3840}}) {
+      for (int64_t R = 2; R <= 9; ++R) {
+        if (K == 3840 && (R == 4 || R == 8)) continue;
+        add({TensorType::Q4_0x8, isa, false, K, N, R});
       }
     }
   }

@@ -14,6 +14,12 @@
 // gemv and gemm share one body per ISA: weight rows in panels of ~256 KiB (in L2), activation
 // rows in register tiles (4 rows avx2/neon, 8 rows avx512); with R <= 8 that is one pass over
 // the weights, for prefill each panel is reused from cache by every activation tile.
+//
+// Repacked Q4_Kx8 / Q6_Kx8 (8 rows interleaved per 256-block column, layouts in matmul.h; made
+// by repack_rows at load time where an AVX-512 machine has their kernels): the pack/unpack of one
+// block column is below (q4_kx8_pack/unpack, q6_kx8_pack/unpack, used by repack.cpp and by the
+// _ref variants matmul_q4_kx8_q8_k_ref / matmul_q6_kx8_q8_k_ref); the AVX-512 kernels are in
+// matmul_kquant_avx512.cpp.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +51,69 @@ static inline void q4_k_scales_mins(const uint8_t* s, uint64_t* scales, uint64_t
   const uint32_t mn_hi = ((c >> 4) & 0x0f0f0f0fu) | ((b >> 2) & 0x30303030u);
   *scales = uint64_t{sc_lo} | uint64_t{sc_hi} << 32;
   *mins = uint64_t{mn_lo} | uint64_t{mn_hi} << 32;
+}
+
+// Q4_K's 12 packed bytes from 8 six-bit scales and mins (the inverse of q4_k_scales_mins).
+static inline void q4_k_pack_scales(const uint8_t* sc, const uint8_t* mn, uint8_t* s) {
+  for (int j = 0; j < 4; ++j) {
+    s[j] = static_cast<uint8_t>((sc[j] & 63) | (sc[j + 4] >> 4) << 6);
+    s[j + 4] = static_cast<uint8_t>((mn[j] & 63) | (mn[j + 4] >> 4) << 6);
+    s[j + 8] = static_cast<uint8_t>((sc[j + 4] & 15) | (mn[j + 4] & 15) << 4);
+  }
+}
+
+// Block b of 8 Q4_K rows (rows[j] = row j's block b) -> one block_q4_Kx8 (layout: matmul.h).
+static inline void q4_kx8_pack(const block_q4_K* const* rows, block_q4_Kx8* out) {
+  uint8_t mins[64];
+  for (int j = 0; j < 8; ++j) {
+    const block_q4_K& in = *rows[j];
+    out->d[j] = in.d;
+    out->dmin[j] = in.dmin;
+    uint64_t sc, mn;
+    q4_k_scales_mins(in.scales, &sc, &mn);
+    for (int s = 0; s < 8; ++s) {
+      out->scales[8 * s + j] = static_cast<uint8_t>(sc >> (8 * s));  // bits 6..7 below
+      mins[q4_kx8_min_index(j, s)] = static_cast<uint8_t>(mn >> (8 * s));
+    }
+    for (int i = 0; i < QK_K / 2; ++i) out->qs[x8_qs_offset(j, i)] = in.qs[i];
+  }
+  for (int q = 0; q < 64; ++q) out->scales[q] |= static_cast<uint8_t>((mins[q] >> 4) << 6);
+  for (int i = 0; i < 32; ++i) {
+    out->mins[i] = static_cast<uint8_t>((mins[i] & 15) | (mins[i + 32] & 15) << 4);
+  }
+}
+
+// Row j's block back from a block_q4_Kx8.
+static inline void q4_kx8_unpack(const block_q4_Kx8& in, int j, block_q4_K* out) {
+  out->d = in.d[j];
+  out->dmin = in.dmin[j];
+  uint8_t sc[8], mn[8];
+  for (int s = 0; s < 8; ++s) {
+    const int q = q4_kx8_min_index(j, s);
+    sc[s] = in.scales[8 * s + j] & 63;
+    mn[s] = static_cast<uint8_t>(((in.mins[q % 32] >> (q < 32 ? 0 : 4)) & 15) | (in.scales[q] >> 6)
+                                                                                    << 4);
+  }
+  q4_k_pack_scales(sc, mn, out->scales);
+  for (int i = 0; i < QK_K / 2; ++i) out->qs[i] = in.qs[x8_qs_offset(j, i)];
+}
+
+// The same for Q6_K (scales, ql and qh move; d too).
+static inline void q6_kx8_pack(const block_q6_K* const* rows, block_q6_Kx8* out) {
+  for (int j = 0; j < 8; ++j) {
+    const block_q6_K& in = *rows[j];
+    out->d[j] = in.d;
+    for (int s = 0; s < QK_K / 16; ++s) out->scales[q6_kx8_scale_index(j, s)] = in.scales[s];
+    for (int i = 0; i < QK_K / 2; ++i) out->ql[x8_qs_offset(j, i)] = in.ql[i];
+    for (int i = 0; i < QK_K / 4; ++i) out->qh[x8_qs_offset(j, i)] = in.qh[i];
+  }
+}
+
+static inline void q6_kx8_unpack(const block_q6_Kx8& in, int j, block_q6_K* out) {
+  out->d = in.d[j];
+  for (int s = 0; s < QK_K / 16; ++s) out->scales[s] = in.scales[q6_kx8_scale_index(j, s)];
+  for (int i = 0; i < QK_K / 2; ++i) out->ql[i] = in.ql[x8_qs_offset(j, i)];
+  for (int i = 0; i < QK_K / 4; ++i) out->qh[i] = in.qh[x8_qs_offset(j, i)];
 }
 
 // Software prefetch of the weight bytes kPrefetchBytes ahead of block `blk` (into all cache

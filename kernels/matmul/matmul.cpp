@@ -75,6 +75,15 @@ const std::array kTable = {
             QG_X86(matmul_q6_k_q8_k_avx2, matmul_q6_k_q8_k_avx2),
             QG_X86(matmul_q6_k_q8_k_avx512, matmul_q6_k_q8_k_avx512),
             QG_ARM(matmul_q6_k_q8_k_neon, matmul_q6_k_q8_k_neon)},
+  // Repacked K-quants: AVX-512 only (elsewhere should_repack() keeps the plain layout).
+  TypeEntry{TensorType::Q4_Kx8, TensorType::Q8_K, matmul_q4_kx8_q8_k_ref,
+            QG_X86(nullptr, nullptr),
+            QG_X86(matmul_q4_kx8_q8_k_avx512, matmul_q4_kx8_q8_k_avx512),
+            QG_ARM(nullptr, nullptr)},
+  TypeEntry{TensorType::Q6_Kx8, TensorType::Q8_K, matmul_q6_kx8_q8_k_ref,
+            QG_X86(nullptr, nullptr),
+            QG_X86(matmul_q6_kx8_q8_k_avx512, matmul_q6_kx8_q8_k_avx512),
+            QG_ARM(nullptr, nullptr)},
 };
 // clang-format on
 
@@ -114,9 +123,7 @@ TensorType vec_dot_type(TensorType wtype) {
 
 bool matmul_supported(TensorType wtype) { return find(wtype) != nullptr; }
 
-int64_t matmul_row_granularity(TensorType wtype) {
-  return (wtype == TensorType::Q4_0x8 || wtype == TensorType::Q8_0x8) ? 8 : 1;
-}
+int64_t matmul_row_granularity(TensorType wtype) { return unpacked_type(wtype) != wtype ? 8 : 1; }
 
 MatmulKernels matmul_kernels(TensorType wtype, Isa isa) {
   const TypeEntry* e = find(wtype);

@@ -3,11 +3,12 @@
 //   Y[r][n] = sum_k W[n][k] * X[r][k]      r in [0, R), n in [n0, n1), k in [0, K)
 //
 // W: N rows of K elements in the weight type `wtype`, ggml layout: row n starts at
-//    w + n * row_size(wtype, K) bytes. Repacked types (Q4_0x8, Q8_0x8) store groups of 8 rows:
-//    group g (rows 8g..8g+7) starts at w + g * row_size(wtype, K) (row_size of a repacked type is
-//    the size of one group of 8 rows); for them N, n0 and n1 must be multiples of 8.
+//    w + n * row_size(wtype, K) bytes. Repacked types (Q4_0x8, Q8_0x8, Q4_Kx8, Q6_Kx8) store
+//    groups of 8 rows: group g (rows 8g..8g+7) starts at w + g * row_size(wtype, K) (row_size of
+//    a repacked type is the size of one group of 8 rows); for them N, n0 and n1 must be
+//    multiples of 8.
 // X: R rows already converted to the activation format vec_dot_type(wtype) (Q8_0 for
-//    Q4_0/Q8_0/Q4_0x8/Q8_0x8, Q8_K for Q4_K/Q6_K, F32 for F32/F16/BF16); row r starts at
+//    Q4_0/Q8_0/Q4_0x8/Q8_0x8, Q8_K for Q4_K/Q6_K (+x8), F32 for F32/F16/BF16); row r starts at
 //    x + r * ldx bytes (ldx >= row_size(vec_dot_type(wtype), K)).
 // Y: R rows of floats, row r at y + r * ldy; only columns [n0, n1) are written (each output is
 //    assigned, not accumulated). The caller splits [0, N) across threads.
@@ -53,7 +54,7 @@ constexpr int64_t kGemvMaxRows = 8;
 TensorType vec_dot_type(TensorType wtype);
 bool matmul_supported(TensorType wtype);
 // Rows of N that a thread's [n0, n1) boundaries must be multiples of (8 for repacked types,
-// else 1). For the repacked types, multiples of 32 keep the AVX-512 kernel's tiles full.
+// else 1). For the repacked types, multiples of 32 keep the AVX-512 kernels' tiles full.
 int64_t matmul_row_granularity(TensorType wtype);
 
 // The variants of one weight type for one ISA; nullptr where there is none (the dispatcher
@@ -97,16 +98,46 @@ static_assert(sizeof(block_q8_0x8) == 8 * sizeof(block_q8_0));
 // Byte offset in an x8 block's qs of row j's qs[i].
 constexpr int x8_qs_offset(int j, int i) { return 32 * (i / 4) + 4 * j + i % 4; }
 
-// The repacked type for a plain one (Q4_0 -> Q4_0x8, Q8_0 -> Q8_0x8), or the type itself when
-// there is none.
+// Q4_Kx8: block b of 8 Q4_K rows (1152 bytes, = 8 plain blocks). qs as Q4_0x8:
+// qs[x8_qs_offset(j, i)] = row j's qs[i] (i < 128), so one 64-byte load holds 8 bytes of each row.
+// The 6-bit scales and mins, unpacked from each row's 12 bytes and re-packed into 96 bytes:
+//   scales[8 s + j]:  row j's scale of sub-block s (bits 0..5) | bits 4..5 of min #(8 s + j) << 6
+//   mins[i]:          bits 0..3 of min #i (low nibble) and of min #(i + 32) (high nibble)
+// where min #q4_kx8_min_index(j, s) is row j's min of sub-block s (the order the AVX-512 kernel
+// pairs them in). Layout helpers: kernels/matmul/kquant.h.
+struct block_q4_Kx8 {
+  f16_bits d[8];
+  f16_bits dmin[8];
+  uint8_t scales[64];
+  uint8_t mins[32];
+  uint8_t qs[8 * QK_K / 2];
+};
+static_assert(sizeof(block_q4_Kx8) == 8 * sizeof(block_q4_K));
+constexpr int q4_kx8_min_index(int j, int s) { return 16 * (s / 2) + 2 * j + s % 2; }
+
+// Q6_Kx8: block b of 8 Q6_K rows (1680 bytes). ql and qh interleaved like qs above:
+// ql[x8_qs_offset(j, i)] = row j's ql[i] (i < 128), qh[x8_qs_offset(j, i)] = row j's qh[i]
+// (i < 64); scales[q6_kx8_scale_index(j, s)] = row j's scale of sub-block s (s < 16): sub-blocks
+// 2p and 2p + 1 of a row side by side (one int16 pair once sign-extended).
+struct block_q6_Kx8 {
+  f16_bits d[8];
+  int8_t scales[8 * QK_K / 16];
+  uint8_t ql[8 * QK_K / 2];
+  uint8_t qh[8 * QK_K / 4];
+};
+static_assert(sizeof(block_q6_Kx8) == 8 * sizeof(block_q6_K));
+constexpr int q6_kx8_scale_index(int j, int s) { return 16 * (s / 2) + 2 * j + s % 2; }
+
+// The repacked type for a plain one (Q4_0 -> Q4_0x8, Q8_0 -> Q8_0x8, Q4_K -> Q4_Kx8,
+// Q6_K -> Q6_Kx8), or the type itself when there is none.
 TensorType repacked_type(TensorType wtype);
 // The inverse: the plain type of a repacked one (Q4_0x8 -> Q4_0), or the type itself.
 TensorType unpacked_type(TensorType t);
 // Whether the loader should repack this weight (the repacked kernels are faster on this CPU
 // and N is a multiple of 8).
 bool should_repack(TensorType wtype, int64_t N, int64_t K);
-// Repacks rows [n0, n1) (multiples of 8) of an N x K matrix of type `wtype` (Q4_0 or Q8_0) from
-// `src` into `dst` (which has the same total size: row_size(wtype, K) * N bytes).
+// Repacks rows [n0, n1) (multiples of 8) of an N x K matrix of type `wtype` (Q4_0, Q8_0, Q4_K or
+// Q6_K) from `src` into `dst` (which has the same total size: row_size(wtype, K) * N bytes).
 void repack_rows(TensorType wtype, const void* src, void* dst, int64_t K, int64_t n0, int64_t n1);
 // The inverse (for tests and for reading a single row back).
 void unpack_rows(TensorType repacked, const void* src, void* dst, int64_t K, int64_t n0,

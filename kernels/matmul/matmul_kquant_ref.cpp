@@ -4,6 +4,7 @@
 // block, which is dequant(W) . dequant(X) up to float rounding of the block totals.
 #include <cassert>
 
+#include "kernels/matmul/kquant.h"
 #include "kernels/matmul/matmul_variants.h"
 #include "kernels/quant/quant.h"
 
@@ -93,7 +94,40 @@ void matmul_rows_ref(const MatmulArgs& a, int64_t n0, int64_t n1) {
   }
 }
 
+// The repacked layouts: each block of row 8g + j is unpacked (kquant.h) and dotted as above.
+template <typename X, typename Block, void (*unpack)(const X&, int, Block*),
+          float (*dot)(const Block*, const block_q8_K*, int64_t)>
+void matmul_x8_rows_ref(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  assert(a.K % QK_K == 0 && n0 % 8 == 0 && n1 % 8 == 0);
+  const int64_t nb = a.K / QK_K;
+  const X* w = static_cast<const X*>(a.w);
+  for (int64_t r = 0; r < a.R; ++r) {
+    const auto* x =
+        reinterpret_cast<const block_q8_K*>(static_cast<const uint8_t*>(a.x) + r * a.ldx);
+    for (int64_t n = n0; n < n1; ++n) {
+      const X* group = w + (n / 8) * nb;
+      float sum = 0.0f;
+      for (int64_t b = 0; b < nb; ++b) {
+        Block blk;
+        unpack(group[b], static_cast<int>(n % 8), &blk);
+        sum += dot(&blk, x + b, 1);
+      }
+      a.y[r * a.ldy + n] = sum;
+    }
+  }
+}
+
 }  // namespace
+
+void matmul_q4_kx8_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  matmul_x8_rows_ref<block_q4_Kx8, block_q4_K, kquant_detail::q4_kx8_unpack, dot_q4_k_q8_k_ref>(
+      a, n0, n1);
+}
+
+void matmul_q6_kx8_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  matmul_x8_rows_ref<block_q6_Kx8, block_q6_K, kquant_detail::q6_kx8_unpack, dot_q6_k_q8_k_ref>(
+      a, n0, n1);
+}
 
 void matmul_q4_k_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1) {
   matmul_rows_ref<block_q4_K, dot_q4_k_q8_k_ref>(a, n0, n1);

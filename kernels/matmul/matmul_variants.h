@@ -29,6 +29,13 @@ void matmul_q6_k_q8_k_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q4_k_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q6_k_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
 #endif
+// The repacked Q4_Kx8 / Q6_Kx8 (ref and AVX-512; one body for any R).
+void matmul_q4_kx8_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q6_kx8_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
+#if defined(__x86_64__)
+void matmul_q4_kx8_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q6_kx8_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
+#endif
 #if defined(__aarch64__)
 void matmul_q4_k_q8_k_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q6_k_q8_k_neon(const MatmulArgs& a, int64_t n0, int64_t n1);

@@ -1,5 +1,6 @@
-// Load-time repacking of Q4_0 / Q8_0 weights into 8-row interleaved blocks (Q4_0x8, Q8_0x8),
-// and the inverse. Layouts: see block_q4_0x8 / block_q8_0x8 in matmul.h.
+// Load-time repacking of Q4_0 / Q8_0 / Q4_K / Q6_K weights into 8-row interleaved blocks
+// (Q4_0x8, Q8_0x8, Q4_Kx8, Q6_Kx8), and the inverse. Layouts: see block_*x8 in matmul.h.
+#include "kernels/matmul/kquant.h"
 #include "kernels/matmul/matmul.h"
 
 namespace qgemma {
@@ -35,11 +36,50 @@ void convert_groups(const void* src, void* dst, int64_t K, int64_t n0, int64_t n
   }
 }
 
+// K-quant groups: B = plain block, X = x8 block; pack(rows, X*), unpack(X, j, B*).
+template <typename B, typename X, void (*pack)(const B* const*, X*),
+          void (*unpack)(const X&, int, B*)>
+void convert_kquant_groups(const void* src, void* dst, int64_t K, int64_t n0, int64_t n1,
+                           bool to_x) {
+  const int64_t nb = K / QK_K;
+  const size_t row_bytes = nb * sizeof(B);
+  for (int64_t g = n0 / 8; g < n1 / 8; ++g) {
+    const size_t base = static_cast<size_t>(g) * 8 * row_bytes;
+    for (int64_t b = 0; b < nb; ++b) {
+      const size_t x_off = base + b * sizeof(X);
+      if (to_x) {
+        const B* rows[8];
+        for (int j = 0; j < 8; ++j) {
+          rows[j] = reinterpret_cast<const B*>(bytes(src) + base + j * row_bytes) + b;
+        }
+        pack(rows, reinterpret_cast<X*>(bytes(dst) + x_off));
+      } else {
+        const X& in = *reinterpret_cast<const X*>(bytes(src) + x_off);
+        for (int j = 0; j < 8; ++j) {
+          unpack(in, j, reinterpret_cast<B*>(bytes(dst) + base + j * row_bytes) + b);
+        }
+      }
+    }
+  }
+}
+
+void convert_q4_k(const void* src, void* dst, int64_t K, int64_t n0, int64_t n1, bool to_x) {
+  convert_kquant_groups<block_q4_K, block_q4_Kx8, kquant_detail::q4_kx8_pack,
+                        kquant_detail::q4_kx8_unpack>(src, dst, K, n0, n1, to_x);
+}
+
+void convert_q6_k(const void* src, void* dst, int64_t K, int64_t n0, int64_t n1, bool to_x) {
+  convert_kquant_groups<block_q6_K, block_q6_Kx8, kquant_detail::q6_kx8_pack,
+                        kquant_detail::q6_kx8_unpack>(src, dst, K, n0, n1, to_x);
+}
+
 }  // namespace
 
 TensorType unpacked_type(TensorType t) {
   if (t == TensorType::Q4_0x8) return TensorType::Q4_0;
   if (t == TensorType::Q8_0x8) return TensorType::Q8_0;
+  if (t == TensorType::Q4_Kx8) return TensorType::Q4_K;
+  if (t == TensorType::Q6_Kx8) return TensorType::Q6_K;
   return t;
 }
 
@@ -49,6 +89,10 @@ TensorType repacked_type(TensorType wtype) {
       return TensorType::Q4_0x8;
     case TensorType::Q8_0:
       return TensorType::Q8_0x8;
+    case TensorType::Q4_K:
+      return TensorType::Q4_Kx8;
+    case TensorType::Q6_K:
+      return TensorType::Q6_Kx8;
     default:
       return wtype;
   }
@@ -56,7 +100,7 @@ TensorType repacked_type(TensorType wtype) {
 
 bool should_repack(TensorType wtype, int64_t N, int64_t K) {
   const TensorType packed = repacked_type(wtype);
-  if (packed == wtype || N % 8 != 0 || K % QK8_0 != 0) return false;
+  if (packed == wtype || N % 8 != 0 || K % type_traits(wtype).block_size != 0) return false;
   // Repack only where an optimized variant of the packed layout exists for the active ISA.
   const Isa isa = active_isa();
   if (isa == Isa::ref) return false;
@@ -69,6 +113,10 @@ void repack_rows(TensorType wtype, const void* src, void* dst, int64_t K, int64_
     convert_groups<block_q4_0, block_q4_0x8, QK4_0 / 2>(src, dst, K, n0, n1, true);
   } else if (wtype == TensorType::Q8_0) {
     convert_groups<block_q8_0, block_q8_0x8, QK8_0>(src, dst, K, n0, n1, true);
+  } else if (wtype == TensorType::Q4_K) {
+    convert_q4_k(src, dst, K, n0, n1, true);
+  } else if (wtype == TensorType::Q6_K) {
+    convert_q6_k(src, dst, K, n0, n1, true);
   }
 }
 
@@ -78,6 +126,10 @@ void unpack_rows(TensorType repacked, const void* src, void* dst, int64_t K, int
     convert_groups<block_q4_0, block_q4_0x8, QK4_0 / 2>(src, dst, K, n0, n1, false);
   } else if (repacked == TensorType::Q8_0x8) {
     convert_groups<block_q8_0, block_q8_0x8, QK8_0>(src, dst, K, n0, n1, false);
+  } else if (repacked == TensorType::Q4_Kx8) {
+    convert_q4_k(src, dst, K, n0, n1, false);
+  } else if (repacked == TensorType::Q6_Kx8) {
+    convert_q6_k(src, dst, K, n0, n1, false);
   }
 }
 

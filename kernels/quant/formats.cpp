@@ -18,7 +18,7 @@ struct Entry {
 //   q2_K: 16 B scales, 64 B quants, d, dmin = 84
 //   q3_K: 32 B hmask, 64 B quants, 12 B scales, d = 110
 //   q5_K: d, dmin, 12 B scales, 32 B qh, 128 B qs = 176
-constexpr std::array<Entry, 22> kTable = {{
+constexpr std::array<Entry, 24> kTable = {{
     {TensorType::F32, {"f32", 1, 4, true}},
     {TensorType::F16, {"f16", 1, 2, true}},
     {TensorType::Q4_0, {"q4_0", QK4_0, sizeof(block_q4_0), true}},
@@ -42,6 +42,8 @@ constexpr std::array<Entry, 22> kTable = {{
     // Repacked layouts (kernels/matmul): one block column of 8 interleaved rows.
     {TensorType::Q4_0x8, {"q4_0x8", QK4_0, 8 * sizeof(block_q4_0), false}},
     {TensorType::Q8_0x8, {"q8_0x8", QK8_0, 8 * sizeof(block_q8_0), false}},
+    {TensorType::Q4_Kx8, {"q4_Kx8", QK_K, 8 * sizeof(block_q4_K), false}},
+    {TensorType::Q6_Kx8, {"q6_Kx8", QK_K, 8 * sizeof(block_q6_K), false}},
 }};
 
 constexpr TypeTraits kUnknown = {"unknown", 0, 0, false};

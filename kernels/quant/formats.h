@@ -33,6 +33,8 @@ enum class TensorType : uint32_t {
   // qgemma-internal repacked layouts (never written to GGUF files) start at 1000.
   Q4_0x8 = 1000,  // 8 rows of Q4_0 interleaved per block column (see kernels/matmul)
   Q8_0x8 = 1001,
+  Q4_Kx8 = 1002,  // 8 rows of Q4_K interleaved per 256-block column
+  Q6_Kx8 = 1003,  // 8 rows of Q6_K interleaved per 256-block column
 };
 
 constexpr int64_t QK4_0 = 32;

@@ -13,11 +13,7 @@
 namespace qgemma::vk {
 namespace {
 
-TensorType plain_type(TensorType t) {
-  if (t == TensorType::Q4_0x8) return TensorType::Q4_0;
-  if (t == TensorType::Q8_0x8) return TensorType::Q8_0;
-  return t;
-}
+TensorType plain_type(TensorType t) { return unpacked_type(t); }
 
 View rows_view(const Buffer& arena, const MemoryPlan& plan, int t, const GraphTensor& gt) {
   return View(arena, static_cast<size_t>(plan.offset[t]) * 4,
@@ -72,8 +68,8 @@ const Buffer& VulkanBackend::weight(const void* data, size_t bytes, const char* 
   return weights_.emplace(data, std::move(b)).first->second;
 }
 
-// The GPU reads the file's layouts: matrices the CPU loader repacked (Q4_0x8, Q8_0x8) are
-// unpacked once on upload (load with repack = false to skip both steps).
+// The GPU reads the file's layouts: matrices the CPU loader repacked (Q4_0x8, Q8_0x8, Q4_Kx8,
+// Q6_Kx8) are unpacked once on upload (load with repack = false to skip both steps).
 const Buffer& VulkanBackend::matrix(const Matrix& m) {
   const TensorType plain = plain_type(m.type);
   if (plain == m.type || weights_.count(m.data)) return weight(m.data, m.nbytes(), m.name.c_str());

@@ -12,6 +12,7 @@
 //   the float term above.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -295,6 +296,113 @@ TEST_P(KQuantMatmul, MatchesF32ProductWithinQ8KError) {
     }
   }
 }
+
+// ---- repacked Q4_Kx8 / Q6_Kx8 -----------------------------------------------------------------
+// Weights are made in the plain layout (as the loader reads them), repacked with repack_rows,
+// and every x8 variant must match the plain layout's dequantized product (same tolerance).
+
+class KQuantX8 : public ::testing::TestWithParam<TensorType> {};
+
+TensorType plain_of(TensorType x8) { return unpacked_type(x8); }
+
+std::vector<uint8_t> repacked(TensorType plain, const std::vector<uint8_t>& w, int64_t N,
+                              int64_t K) {
+  std::vector<uint8_t> out(w.size());
+  repack_rows(plain, w.data(), out.data(), K, 0, N);
+  return out;
+}
+
+void check_x8_shape(TensorType x8, int64_t N, int64_t K, int64_t R, uint32_t seed,
+                    int64_t stride = 1) {
+  const TensorType plain = plain_of(x8);
+  std::mt19937 rng(seed);
+  const std::vector<uint8_t> w = random_weights(plain, N, K, rng);
+  const std::vector<uint8_t> wx = repacked(plain, w, N, K);
+  const Q8K x = quantize_activations(random_activations(R, K, rng), R, K, /*pad=*/R > 1 ? 64 : 0);
+  const Expected want = dequantized_product(plain, w, x, N, K, R, stride);
+  const std::vector<Variant> vs = variants(x8);
+  ASSERT_FALSE(vs.empty());
+  for (const Variant& v : vs) {
+    const std::string what = std::string(type_traits(x8).name) + " " + v.name +
+                             " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+                             " R=" + std::to_string(R);
+    expect_close(run(v.fn, wx, x, N, K, R, N / 3 / 8 * 8), want, what);
+  }
+}
+
+TEST_P(KQuantX8, Types) {
+  const TensorType x8 = GetParam();
+  EXPECT_EQ(repacked_type(plain_of(x8)), x8);
+  EXPECT_NE(plain_of(x8), x8);
+  EXPECT_EQ(type_traits(x8).block_size, QK_K);
+  EXPECT_EQ(row_size(x8, 3840), 8 * row_size(plain_of(x8), 3840));
+  EXPECT_EQ(vec_dot_type(x8), TensorType::Q8_K);
+  EXPECT_EQ(matmul_row_granularity(x8), 8);
+  EXPECT_FALSE(should_repack(plain_of(x8), 12, 256));  // N not a multiple of 8
+  if (isa_supported(Isa::avx512)) {
+    EXPECT_NE(matmul_kernels(x8, Isa::avx512).gemv, nullptr);
+  }
+}
+
+// repack then unpack gives the plain bytes back, for whole matrices and for row ranges.
+TEST_P(KQuantX8, RepackRoundTrip) {
+  const TensorType plain = plain_of(GetParam());
+  std::mt19937 rng(500);
+  for (int64_t K : {256, 768, 3840}) {
+    const int64_t N = 40;
+    const std::vector<uint8_t> w = random_weights(plain, N, K, rng);
+    const std::vector<uint8_t> wx = repacked(plain, w, N, K);
+    EXPECT_NE(wx, w);
+    std::vector<uint8_t> back(w.size(), 0);
+    unpack_rows(GetParam(), wx.data(), back.data(), K, 0, N);
+    EXPECT_EQ(back, w) << "K=" << K;
+    // Ranges: rows [8, 24) repacked alone land where the whole repack put them.
+    std::vector<uint8_t> part(w.size(), 0);
+    repack_rows(plain, w.data(), part.data(), K, 8, 24);
+    const size_t rs = row_size(plain, K);
+    EXPECT_TRUE(std::equal(part.begin() + 8 * rs, part.begin() + 24 * rs, wx.begin() + 8 * rs));
+    EXPECT_TRUE(std::all_of(part.begin(), part.begin() + 8 * rs, [](uint8_t v) { return v == 0; }));
+  }
+}
+
+// GEMV batches R = 1..8; N covers whole and partial 4-group tiles (8 .. 104 rows).
+TEST_P(KQuantX8, GemvMatchesReference) {
+  uint32_t seed = 600;
+  for (int64_t K : {256, 512, 3840, 15360}) {
+    for (int64_t N : {8, 16, 24, 40, 104}) {
+      for (int64_t R = 1; R <= kGemvMaxRows; ++R) {
+        // Keeps the suite fast: the kernels' row loop is the same for every R above 4.
+        if ((K == 15360 || kUnderEmulation) && R > 2 && R != 5) continue;
+        check_x8_shape(GetParam(), N, K, R, seed++);
+      }
+    }
+  }
+}
+
+TEST_P(KQuantX8, GemmMatchesReference) {
+  uint32_t seed = 700;
+  for (int64_t K : {256, 3840}) {
+    for (int64_t N : {24, 104}) {
+      for (int64_t R : {9, 33}) check_x8_shape(GetParam(), N, K, R, seed++);
+    }
+  }
+}
+
+// Several ~512 KiB panels of groups (28 groups = 224 rows of Q4_Kx8 at K = 3840).
+TEST_P(KQuantX8, AcrossPanels) { check_x8_shape(GetParam(), 504, 3840, 3, 800, 5); }
+
+TEST_P(KQuantX8, Gemma12bGemvShapes) {
+  if (kUnderEmulation) GTEST_SKIP() << "too slow under qemu; covered by the x86 build";
+  check_x8_shape(GetParam(), 15360, 3840, 1, 900, 7);
+  check_x8_shape(GetParam(), 3840, 15360, 1, 901, 7);
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, KQuantX8,
+                         ::testing::Values(TensorType::Q4_Kx8, TensorType::Q6_Kx8),
+                         [](const ::testing::TestParamInfo<TensorType>& info) {
+                           return std::string(info.param == TensorType::Q4_Kx8 ? "Q4_Kx8"
+                                                                               : "Q6_Kx8");
+                         });
 
 INSTANTIATE_TEST_SUITE_P(Formats, KQuantMatmul,
                          ::testing::Values(TensorType::Q4_K, TensorType::Q6_K),
