@@ -224,6 +224,27 @@ TEST_P(MatmulTest, Gemma12BGemvShapes) {
   }
 }
 
+// The repacked layouts' tile paths (AVX-512: 32-row tiles for R <= 9, 16-row tiles for R <= 12,
+// GEMM super-tiles of <= 96 rows in <= 12-row tiles and K chunks of <= 64 blocks): every R from
+// 1 to 14, R around the super-tile size, an odd number of 8-row groups (partial 32- and 16-row
+// tiles), sub-ranges starting on 8-row boundaries, and K spanning several chunks.
+TEST(MatmulX8, EveryRowCountAndTilePath) {
+  std::mt19937 rng(4321);
+  for (TensorType wtype : {TensorType::Q4_0x8, TensorType::Q8_0x8}) {
+    for (const Variant& v : variants(wtype)) {
+      for (int64_t R = 1; R <= 14; ++R) {
+        check(wtype, v.fn, v.name, 56, 288, R, 0, 56, rng);  // 7 groups, nb = 9
+        check(wtype, v.fn, v.name, 56, 96, R, 8, 48, rng);   // sub-range of 5 groups
+      }
+      for (int64_t R : {95, 96, 97, 130}) check(wtype, v.fn, v.name, 40, 32 * 130, R, 0, 40, rng);
+      if (!under_qemu()) {
+        for (int64_t R : {5, 9, 12}) check(wtype, v.fn, v.name, 24, 8224, R, 0, 24, rng);
+        check(wtype, v.fn, v.name, 24, 32 * 300, 100, 8, 24, rng);  // 5 chunks of 60 blocks
+      }
+    }
+  }
+}
+
 TEST_P(MatmulTest, DispatchMatchesReference) {
   const TensorType wtype = GetParam();
   std::mt19937 rng(7);
