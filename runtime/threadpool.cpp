@@ -23,6 +23,8 @@ inline void cpu_relax() {
 using Clock = std::chrono::steady_clock;
 
 constexpr uint64_t pack(uint32_t gen, uint32_t task) { return uint64_t{gen} << 32 | task; }
+// The task index of a job being set up: above any task count (run() keeps counts below 2^32).
+constexpr uint32_t kClosed = 0xFFFFFFFFu;
 
 }  // namespace
 
@@ -54,15 +56,20 @@ void ThreadPool::run_tasks(uint32_t gen, int thread) {
   uint64_t state = state_.load(std::memory_order_acquire);
   for (;;) {
     if (static_cast<uint32_t>(state >> 32) != gen) break;
-    // Read the job before claiming: a successful claim proves the job was still open, so these
-    // values belong to it (the caller rewrites them only after all its tasks are done).
-    const int64_t n = n_tasks_.load(std::memory_order_relaxed);
-    const TaskFn fn = fn_.load(std::memory_order_relaxed);
-    void* ctx = ctx_.load(std::memory_order_relaxed);
+    // Read the job before claiming. The caller closes a finished job's state (kClosed) before
+    // it rewrites these for the next job, and all of it is sequentially consistent, so if these
+    // loads saw the next job's values the claim below fails: a claim of (gen, task) succeeds
+    // only with gen's own task count, fn and ctx. (Without the closing step a thread could read
+    // the next job's larger n_tasks_ while state_ still held the finished (gen, n) and claim a
+    // task that does not exist: the next job's task n then ran twice, and the extra completion
+    // let the caller return while a task was still running.)
+    const int64_t n = n_tasks_.load(std::memory_order_seq_cst);
+    const TaskFn fn = fn_.load(std::memory_order_seq_cst);
+    void* ctx = ctx_.load(std::memory_order_seq_cst);
     const uint32_t task = static_cast<uint32_t>(state);
     if (task >= n) break;
-    if (!state_.compare_exchange_weak(state, state + 1, std::memory_order_acq_rel,
-                                      std::memory_order_acquire)) {
+    if (!state_.compare_exchange_weak(state, state + 1, std::memory_order_seq_cst,
+                                      std::memory_order_seq_cst)) {
       continue;
     }
     fn(ctx, task, thread);
@@ -80,12 +87,13 @@ void ThreadPool::run(int64_t n_tasks, TaskFn fn, void* ctx) {
     return;
   }
   std::lock_guard<std::mutex> lock(call_mutex_);
-  fn_.store(fn, std::memory_order_relaxed);
-  ctx_.store(ctx, std::memory_order_relaxed);
-  n_tasks_.store(n_tasks, std::memory_order_relaxed);
-  tasks_done_.store(0, std::memory_order_relaxed);
   const uint32_t gen = generation_.load(std::memory_order_relaxed) + 1;
-  state_.store(pack(gen, 0), std::memory_order_release);  // opens the job
+  state_.store(pack(gen, kClosed), std::memory_order_seq_cst);  // nothing left to claim
+  fn_.store(fn, std::memory_order_seq_cst);
+  ctx_.store(ctx, std::memory_order_seq_cst);
+  n_tasks_.store(n_tasks, std::memory_order_seq_cst);
+  tasks_done_.store(0, std::memory_order_relaxed);
+  state_.store(pack(gen, 0), std::memory_order_seq_cst);  // opens the job
   generation_.store(gen, std::memory_order_seq_cst);      // wakes the workers
   if (sleepers_.load(std::memory_order_seq_cst) > 0) generation_.notify_all();
 

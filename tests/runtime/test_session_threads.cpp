@@ -2,12 +2,10 @@
 // through batched prefill with head-less batches, crop and reset (the sequence that
 // test_tools_backend.cpp's Vulkan session test runs), repeated to catch races.
 //
-// KNOWN BUG (open): with 16 threads on a 16-core Xeon (Sapphire Rapids, the lent GPU machine's
-// host) and the AVX-512 kernels, this sequence gives logits 2-14% off in most runs (ISA ref or
-// avx2, 2 to 8 threads, or 16 threads pinned to 2 cores: always equal). On this 2-core machine
-// 16 threads fail about 1 run in 30, so the 16-thread case is DISABLED here to keep CI
-// deterministic; run it with --gtest_also_run_disabled_tests (QGEMMA_TEST_THREADS picks the
-// count) to reproduce. ThreadSanitizer reports nothing (it does not see SIMD stores).
+// With 16 threads on a 16-core Xeon (the lent GPU machine's host) this failed in most runs
+// (logits 2-14% off) and on this 2-core machine about 1 run in 30: the thread pool ran a task
+// twice when a thread read the next job's task count while the finished job was still
+// claimable (fixed in runtime/threadpool.cpp; ThreadPool.NoTaskRunsTwiceAcrossBackToBackJobs).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -77,8 +75,7 @@ void check_threads(int default_threads) {
 
 TEST(SessionThreads, OneAndFourThreadsAgree) { check_threads(4); }
 
-// The known many-core failure described at the top.
-TEST(SessionThreads, DISABLED_OneAndSixteenThreadsAgree) { check_threads(16); }
+TEST(SessionThreads, OneAndSixteenThreadsAgree) { check_threads(16); }
 
 }  // namespace
 }  // namespace qgemma
