@@ -1,5 +1,7 @@
 #include "runtime/ceiling.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -157,7 +159,12 @@ void measure_read(ThreadPool& pool, Ceilings* c) {
   size_t mib = 1024;
   if (const char* env = std::getenv("QGEMMA_BENCH_READ_MIB")) mib = std::max(64, std::atoi(env));
   const size_t bytes = mib << 20;
-  auto* buf = static_cast<uint8_t*>(std::aligned_alloc(4096, bytes));
+  // 2 MiB aligned and advised for transparent huge pages, as the runtime's repacked weights are
+  // (Model::repack_matrices): the ceiling is what the best page size reads.
+  auto* buf = static_cast<uint8_t*>(std::aligned_alloc(size_t{2} << 20, bytes));
+#if defined(MADV_HUGEPAGE)
+  if (!std::getenv("QGEMMA_NO_HUGEPAGES")) madvise(buf, bytes, MADV_HUGEPAGE);
+#endif
   const int64_t parts = pool.size();
   const size_t slice = bytes / parts / 4096 * 4096;
   // Touch every page from the thread that will read it.

@@ -1,7 +1,10 @@
 #include "runtime/cpu_backend.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "kernels/attention/attention.h"
@@ -27,12 +30,19 @@ void for_rows(ThreadPool& pool, int64_t rows, Fn&& fn) {
 // Element-wise ops on n floats: split in cache-friendly chunks.
 template <typename Fn>
 void for_elems(ThreadPool& pool, int64_t n, Fn&& fn) {
-  if (n < 16384 || pool.size() == 1) {
+  if (n < 8192 || pool.size() == 1) {
     fn(int64_t{0}, n);
     return;
   }
   pool.parallel_range(n, 16, [&](int64_t i0, int64_t i1, int) { fn(i0, i1); });
 }
+
+// Tasks per thread of gemv_parallel; QGEMMA_GEMV_TASKS=0 gives matmul_parallel's split instead
+// (one range per thread), for comparisons.
+const int g_gemv_tasks_per_thread = [] {
+  const char* e = std::getenv("QGEMMA_GEMV_TASKS");
+  return e ? std::max(0, std::atoi(e)) : 4;
+}();
 
 }  // namespace
 
@@ -51,6 +61,30 @@ void matmul_parallel(ThreadPool& pool, const Matrix& w, const void* x, size_t ld
                       [&](int64_t n0, int64_t n1, int) { qgemma::matmul(w.type, a, n0, n1); });
 }
 
+void gemv_parallel(ThreadPool& pool, const Matrix& w, const void* x, size_t ldx, int64_t R,
+                   float* y) {
+  if (g_gemv_tasks_per_thread == 0) {
+    matmul_parallel(pool, w, x, ldx, R, y);
+    return;
+  }
+  MatmulArgs a;
+  a.w = w.data;
+  a.x = x;
+  a.ldx = ldx;
+  a.y = y;
+  a.ldy = w.out;
+  a.K = w.in;
+  a.R = R;
+  const int64_t gran = matmul_row_granularity(w.type) == 8 ? 32 : 16;
+  const int64_t units = (w.out + gran - 1) / gran;
+  const int64_t tasks = std::min<int64_t>(units, g_gemv_tasks_per_thread * int64_t{pool.size()});
+  pool.parallel_for(tasks, [&](int64_t t, int) {
+    const int64_t n0 = std::min(w.out, units * t / tasks * gran);
+    const int64_t n1 = std::min(w.out, units * (t + 1) / tasks * gran);
+    if (n0 < n1) qgemma::matmul(w.type, a, n0, n1);
+  });
+}
+
 CpuBackend::CpuBackend(const ModelConfig& c, ThreadPool& pool) : c_(c), pool_(pool) {
   for (const LayerConfig& l : c.layers) {
     if (l.n_rot != l.head_dim) {
@@ -64,6 +98,35 @@ CpuBackend::CpuBackend(const ModelConfig& c, ThreadPool& pool) : c_(c), pool_(po
   }
   thread_scratch_.assign(pool.size(), std::vector<float>(c.max_head_dim()));
   partials_.resize(pool.size());
+  const char* prof = std::getenv("QGEMMA_PROFILE");
+  profile_ = prof && *prof && std::strcmp(prof, "0") != 0;
+}
+
+CpuBackend::~CpuBackend() {
+  if (!profile_ || prof_runs_.empty()) return;
+  for (const auto& [tokens, runs] : prof_runs_) {
+    const auto& ops = prof_.at(tokens);
+    double sum = 0;
+    for (const auto& [name, e] : ops) sum += e.s;
+    std::fprintf(stderr,
+                 "\nQGEMMA_PROFILE: %lld runs of %lld tokens, %.3f ms per run (nodes %.3f ms, "
+                 "the rest %.3f ms)\n",
+                 static_cast<long long>(runs.calls), static_cast<long long>(tokens),
+                 1e3 * runs.s / runs.calls, 1e3 * sum / runs.calls,
+                 1e3 * (runs.s - sum) / runs.calls);
+    std::vector<std::pair<std::string, ProfileEntry>> sorted(ops.begin(), ops.end());
+    std::sort(sorted.begin(), sorted.end(),
+              [](const auto& a, const auto& b) { return a.second.s > b.second.s; });
+    std::fprintf(stderr, "  %-16s %10s %7s %10s %9s %9s\n", "op", "ms/run", "%", "calls/run",
+                 "us/call", "GB/s");
+    for (const auto& [name, e] : sorted) {
+      std::fprintf(stderr, "  %-16s %10.3f %6.1f%% %10.1f %9.1f", name.c_str(),
+                   1e3 * e.s / runs.calls, 100.0 * e.s / runs.s,
+                   static_cast<double>(e.calls) / runs.calls, 1e6 * e.s / e.calls);
+      if (e.bytes > 0) std::fprintf(stderr, " %9.2f", e.bytes / e.s / 1e9);
+      std::fprintf(stderr, "\n");
+    }
+  }
 }
 
 void CpuBackend::matmul(const Node& n, const float* x, int64_t R, float* y, int x_id) {
@@ -74,6 +137,8 @@ void CpuBackend::matmul(const Node& n, const float* x, int64_t R, float* y, int 
   if (at != TensorType::F32) {
     ldx = row_size(at, w.in);
     if (act_tensor_ != x_id || act_type_ != static_cast<int>(at)) {
+      const auto t0 =
+          profile_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
       if (act_.size() < ldx * R) act_.resize(ldx * R);
       for_rows(pool_, R, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
@@ -87,10 +152,18 @@ void CpuBackend::matmul(const Node& n, const float* x, int64_t R, float* y, int 
       });
       act_tensor_ = x_id;
       act_type_ = static_cast<int>(at);
+      if (profile_) {
+        prof_quant_s_ +=
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      }
     }
     xa = act_.data();
   }
-  matmul_parallel(pool_, w, xa, ldx, R, y);
+  if (R <= kGemvMaxRows) {
+    gemv_parallel(pool_, w, xa, ldx, R, y);
+  } else {
+    matmul_parallel(pool_, w, xa, ldx, R, y);
+  }
 }
 
 void CpuBackend::embed(const Matrix& table, const int32_t* tokens, int64_t rows, float scale,
@@ -151,8 +224,12 @@ void CpuBackend::attention(const Node& n, const float* q, int64_t rows, float* o
 const float* CpuBackend::run(const Graph& g, const MemoryPlan& plan, float* arena,
                              const int32_t* tokens, const int32_t* pos, KvCache& kv) {
   act_tensor_ = -1;
+  using Clock = std::chrono::steady_clock;
+  const auto t_run = profile_ ? Clock::now() : Clock::time_point{};
   auto ptr = [&](int t) { return arena + plan.offset[t]; };
   for (const Node& n : g.nodes) {
+    const auto t_node = profile_ ? Clock::now() : Clock::time_point{};
+    prof_quant_s_ = 0;
     const GraphTensor* ot = n.output >= 0 ? &g.tensors[n.output] : nullptr;
     float* y = n.output >= 0 ? ptr(n.output) : nullptr;
     const float* x = n.inputs.empty() ? nullptr : ptr(n.inputs[0]);
@@ -222,6 +299,29 @@ const float* CpuBackend::run(const Graph& g, const MemoryPlan& plan, float* aren
         break;
       }
     }
+    if (profile_) {
+      const double dt = std::chrono::duration<double>(Clock::now() - t_node).count();
+      std::string key = op_name(n.op);
+      if (n.op == Op::MatMul) {
+        const std::string& nm = g.tensors[n.output].name;
+        key = "MatMul " + nm.substr(nm.rfind('.') + 1);
+      } else if (n.op == Op::RmsNorm && n.group != cols) {
+        key = "RmsNorm heads";
+      }
+      auto& ops = prof_[g.n_tokens];
+      ops[key].s += dt - prof_quant_s_;
+      ops[key].calls += 1;
+      if (n.op == Op::MatMul) ops[key].bytes += static_cast<double>(n.w->nbytes());
+      if (prof_quant_s_ > 0) {
+        ops["quantize acts"].s += prof_quant_s_;
+        ops["quantize acts"].calls += 1;
+      }
+    }
+  }
+  if (profile_) {
+    ProfileEntry& r = prof_runs_[g.n_tokens];
+    r.s += std::chrono::duration<double>(Clock::now() - t_run).count();
+    r.calls += 1;
   }
   return ptr(g.output);
 }

@@ -4,6 +4,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "runtime/graph.h"
@@ -21,9 +23,20 @@ struct Matrix;
 void matmul_parallel(ThreadPool& pool, const Matrix& w, const void* x, size_t ldx, int64_t R,
                      float* y);
 
+// The same for R <= kGemvMaxRows (decoding, speculative verification), which is memory-bound:
+// the output rows go out in several tasks per thread (boundaries on multiples of 32 rows for the
+// 8-row interleaved layouts, 16 otherwise), claimed as threads free up, so a thread slowed by
+// another process or an interrupt delays one small task rather than half of the matrix.
+void gemv_parallel(ThreadPool& pool, const Matrix& w, const void* x, size_t ldx, int64_t R,
+                   float* y);
+
 class CpuBackend {
  public:
   CpuBackend(const ModelConfig& c, ThreadPool& pool);
+  // With QGEMMA_PROFILE=1 in the environment, prints the time spent per op kind (matmuls per
+  // weight: q, k, v, attn_out, gate, up, ffn_out, logits_raw; activation quantization apart),
+  // per graph size (tokens per run), to stderr when the backend is destroyed.
+  ~CpuBackend();
 
   // Runs g with its activations at arena + plan.offset[t]. tokens, pos: [g.n_tokens] (ids
   // already checked < n_vocab). Returns a pointer to the output tensor inside the arena.
@@ -45,6 +58,17 @@ class CpuBackend {
   int act_type_ = -1;
   std::vector<std::vector<float>> thread_scratch_;  // per thread: rope cos/sin
   std::vector<std::vector<float>> partials_;        // split-KV attention partials per thread
+
+  // QGEMMA_PROFILE: seconds and calls per (tokens per run, op kind).
+  struct ProfileEntry {
+    double s = 0;
+    int64_t calls = 0;
+    double bytes = 0;  // weight bytes read (matmuls)
+  };
+  bool profile_ = false;
+  std::map<int64_t, std::map<std::string, ProfileEntry>> prof_;
+  std::map<int64_t, ProfileEntry> prof_runs_;  // whole runs per tokens per run
+  double prof_quant_s_ = 0;                    // activation quantization inside the current node
 };
 
 }  // namespace qgemma

@@ -238,7 +238,7 @@ void DrafterRunner::matmul(const Matrix& w, const float* x, float* y) {
     }
     xa = act_.data();
   }
-  matmul_parallel(pool_, w, xa, ldx, 1, y);
+  gemv_parallel(pool_, w, xa, ldx, 1, y);
 }
 
 void DrafterRunner::attention(int il, const KvCache& kv, const float* q, int64_t pos, float* out) {

@@ -1,6 +1,7 @@
 #include "runtime/kv_cache.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "kernels/ops/ops.h"
@@ -23,6 +24,28 @@ int64_t capacity_of(const ModelConfig& c, const LayerConfig& l, int64_t n_ctx, i
   const int64_t ring_cap = c.sliding_window + n_batch;
   *ring = l.sliding && ring_cap < n_ctx;
   return *ring ? ring_cap : n_ctx;
+}
+
+// f32 -> f16 of a row, bit for bit what f32_to_f16 gives (round to nearest even): a branch-free
+// pass for values in the normal f16 range, which the compiler vectorizes, then f32_to_f16 for
+// the rare others (zeros, subnormals, overflow, inf, NaN).
+void f32_to_f16_row(const float* x, f16_bits* y, int64_t n) {
+  uint32_t special = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, x + i, 4);
+    const uint32_t a = b & 0x7FFFFFFFu;
+    const uint32_t r = a - 0x38000000u;  // rebias the exponent (127 - 15) << 23
+    y[i] = static_cast<f16_bits>(((b >> 16) & 0x8000u) | ((r + 0xFFFu + ((r >> 13) & 1u)) >> 13));
+    special |= static_cast<uint32_t>(a - 0x38800000u >= 0x477FF000u - 0x38800000u);
+  }
+  if (!special) return;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, x + i, 4);
+    const uint32_t a = b & 0x7FFFFFFFu;
+    if (a - 0x38800000u >= 0x477FF000u - 0x38800000u) y[i] = f32_to_f16(x[i]);
+  }
 }
 
 }  // namespace
@@ -86,12 +109,8 @@ void KvCache::store(int layer, const float* k, const float* v, const int32_t* po
         quantize_row_q8_0(ks, reinterpret_cast<block_q8_0*>(l.k.get() + at), l.head_dim);
         quantize_row_q8_0(vs, reinterpret_cast<block_q8_0*>(l.v.get() + at), l.head_dim);
       } else {
-        auto* kd = reinterpret_cast<f16_bits*>(l.k.get() + at);
-        auto* vd = reinterpret_cast<f16_bits*>(l.v.get() + at);
-        for (int d = 0; d < l.head_dim; ++d) {
-          kd[d] = f32_to_f16(ks[d]);
-          vd[d] = f32_to_f16(vs[d]);
-        }
+        f32_to_f16_row(ks, reinterpret_cast<f16_bits*>(l.k.get() + at), l.head_dim);
+        f32_to_f16_row(vs, reinterpret_cast<f16_bits*>(l.v.get() + at), l.head_dim);
       }
     }
     l.pos[slot] = p;

@@ -69,7 +69,7 @@ std::unique_ptr<Model> Model::load(const std::string& path,
   return m;
 }
 
-// Repacks each Q4_0 / Q8_0 matrix into an owned buffer, then drops the file pages it came
+// Repacks each Q4_0 / Q8_0 matrix into one owned arena, then drops the file pages it came
 // from, so resident memory holds one copy. The tied embedding is repacked too (it is the output
 // head); the embedding lookup unpacks the 8-row group of a token (CpuBackend, Op::Embed).
 void Model::repack_matrices(const std::function<void(uint64_t, uint64_t)>& progress) {
@@ -84,13 +84,34 @@ void Model::repack_matrices(const std::function<void(uint64_t, uint64_t)>& progr
   }
   uint64_t total = 0, done = 0;
   for (const Matrix* mt : todo) total += mt->nbytes();
+  if (todo.empty()) {
+    if (config_.tied_output) weights_.output = weights_.token_embd;
+    return;
+  }
+  // One arena for all repacked matrices (each 64-byte aligned), 2 MiB aligned and advised for
+  // transparent huge pages: decoding streams every weight once per token, and with 4 KiB pages
+  // each 4 KiB of weights costs a TLB miss (a two-level page walk in a virtual machine) and
+  // stops the hardware prefetcher at the page boundary. Pages are committed as they are
+  // written, so resident memory still grows one matrix at a time.
+  constexpr size_t kHuge = size_t{2} << 20;
+  size_t arena = 0;
+  for (const Matrix* mt : todo) arena += (mt->nbytes() + 63) / 64 * 64;
+  arena = (arena + kHuge - 1) / kHuge * kHuge;
+  uint8_t* base = static_cast<uint8_t*>(std::aligned_alloc(kHuge, arena));
+  if (!base) {
+    throw Error("out of memory repacking the weights (" + format_bytes(arena) + ")");
+  }
+  repacked_.emplace_back(base, std::free);
+#if defined(MADV_HUGEPAGE)
+  if (!std::getenv("QGEMMA_NO_HUGEPAGES")) madvise(base, arena, MADV_HUGEPAGE);  // a hint only
+#endif
   ThreadPool& pool = ThreadPool::global();
   const long page = sysconf(_SC_PAGESIZE);
+  size_t at = 0;
   for (Matrix* mt : todo) {
     const size_t n = mt->nbytes();
-    uint8_t* dst = static_cast<uint8_t*>(std::aligned_alloc(64, (n + 63) / 64 * 64));
-    if (!dst) throw Error("out of memory repacking '" + mt->name + "' (" + format_bytes(n) + ")");
-    repacked_.emplace_back(dst, std::free);
+    uint8_t* dst = base + at;
+    at += (n + 63) / 64 * 64;
     const Matrix src = *mt;
     pool.parallel_range(src.out, 8, [&](int64_t r0, int64_t r1, int) {
       repack_rows(src.type, src.data, dst, src.in, r0, r1);

@@ -80,6 +80,38 @@ std::span<const float> MtpDraftSource::step_once(const Session& target, int32_t 
   return logits_;
 }
 
+// ---- forced acceptance ----------------------------------------------------------------------
+
+ForcedAcceptanceDraft::ForcedAcceptanceDraft(DraftSource* cost, std::vector<int32_t> truth,
+                                             int64_t first_pos, double a, int64_t vocab,
+                                             uint64_t seed)
+    : cost_(cost),
+      truth_(std::move(truth)),
+      first_pos_(first_pos),
+      a_(a),
+      vocab_(vocab),
+      rng_(seed) {
+  if (vocab_ < 2) throw Error("forced acceptance: a vocabulary of at least 2 tokens is needed");
+}
+
+void ForcedAcceptanceDraft::draft(const Session& target, int32_t token,
+                                  std::span<const float> hidden, int64_t pos, int k,
+                                  Sampler* sampler, std::vector<int32_t>* out,
+                                  std::vector<std::vector<TokenProb>>* dists) {
+  if (cost_) cost_->draft(target, token, hidden, pos, k, sampler, out, dists);  // the cost
+  out->clear();
+  if (dists) dists->clear();
+  // `token` sits at `pos`, so the drafts are the tokens at pos + 1 .. pos + k.
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  for (int j = 0; j < k; ++j) {
+    const int64_t i = pos + 1 + j - first_pos_;
+    if (i < 0 || i >= static_cast<int64_t>(truth_.size())) break;
+    int32_t t = truth_[i];
+    if (u(rng_) >= a_) t = static_cast<int32_t>((t + 1) % vocab_);
+    out->push_back(t);
+  }
+}
+
 // ---- acceptance ----------------------------------------------------------------------------
 
 int32_t speculative_accept(std::span<const TokenProb> p, std::span<const TokenProb> q,
@@ -104,16 +136,20 @@ std::string SpeculativeStats::summary() const {
   char buf[256];
   std::snprintf(buf, sizeof(buf),
                 "speculative: %lld rounds (+%lld plain steps), %lld drafted, %lld accepted "
-                "(%.1f%%), %.2f tokens per round, %lld tokens\n",
+                "(%.1f%% of drafted; per-token acceptance %.1f%% = %lld of %lld judged), %.2f "
+                "tokens per round, %lld tokens\n",
                 static_cast<long long>(rounds), static_cast<long long>(plain),
                 static_cast<long long>(drafted), static_cast<long long>(accepted),
-                100.0 * acceptance(), mean_accepted_length(), static_cast<long long>(generated));
+                100.0 * acceptance(), 100.0 * token_acceptance(), static_cast<long long>(accepted),
+                static_cast<long long>(examined), mean_accepted_length(),
+                static_cast<long long>(generated));
   s += buf;
-  s += "acceptance per draft position:";
+  s += "acceptance per draft position, of drafted (of judged):";
   for (size_t i = 0; i < drafted_at.size(); ++i) {
-    std::snprintf(buf, sizeof(buf), " %zu:%.0f%%(%lld)", i + 1,
+    const int64_t judged = i < examined_at.size() ? examined_at[i] : 0;
+    std::snprintf(buf, sizeof(buf), " %zu:%.0f%%(%.0f%% of %lld)", i + 1,
                   drafted_at[i] ? 100.0 * accepted_at[i] / drafted_at[i] : 0.0,
-                  static_cast<long long>(drafted_at[i]));
+                  judged ? 100.0 * accepted_at[i] / judged : 0.0, static_cast<long long>(judged));
     s += buf;
   }
   std::snprintf(buf, sizeof(buf), "\ntime: drafter %.3f s, target %.3f s\n", draft_s, verify_s);
@@ -180,6 +216,9 @@ std::vector<int32_t> SpeculativeDecoder::step() {
     if (static_cast<int>(drafts.size()) > k) drafts.resize(k);
   }
   const int kd = static_cast<int>(drafts.size());
+  if (!greedy_ && static_cast<int>(q.size()) < kd) {
+    throw Error("speculative sampling: the draft source gave no distribution for its drafts");
+  }
   std::vector<int32_t> batch;
   batch.push_back(token_);
   batch.insert(batch.end(), drafts.begin(), drafts.end());
@@ -222,11 +261,15 @@ std::vector<int32_t> SpeculativeDecoder::step() {
     stats_.rounds += 1;
     stats_.drafted += kd;
     stats_.accepted += n;
+    const int judged = n < kd ? n + 1 : n;  // the accepted drafts and the first rejected one
+    stats_.examined += judged;
     if (static_cast<int>(stats_.drafted_at.size()) < kd) {
       stats_.drafted_at.resize(kd, 0);
+      stats_.examined_at.resize(kd, 0);
       stats_.accepted_at.resize(kd, 0);
     }
     for (int i = 0; i < kd; ++i) stats_.drafted_at[i] += 1;
+    for (int i = 0; i < judged; ++i) stats_.examined_at[i] += 1;
     for (int i = 0; i < n; ++i) stats_.accepted_at[i] += 1;
     if (o_.adaptive) {
       if (n == kd && kd == k_) {

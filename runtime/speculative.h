@@ -67,20 +67,55 @@ struct SpeculativeOptions {
   int draft_start = 0;   // initial k (0: draft_max)
 };
 
+// Two acceptance rates, which differ a lot: with per-token acceptance a and k drafts a round
+// accepts a prefix of expected length a + a^2 + ... + a^k, so accepted / drafted is that over k
+// (44% for a = 0.7, k = 4), while accepted / examined estimates a itself. "Examined" drafts
+// are those the target actually judged: the accepted ones plus the first rejected one of each
+// round (the drafts after it are dropped unjudged).
 struct SpeculativeStats {
-  int64_t rounds = 0;                            // verification passes with at least one draft
-  int64_t plain = 0;                             // single-token decode steps (no room to draft)
-  int64_t drafted = 0;                           // draft tokens proposed
-  int64_t accepted = 0;                          // draft tokens accepted
-  int64_t generated = 0;                         // tokens emitted (accepted + bonus / resampled)
-  std::vector<int64_t> drafted_at, accepted_at;  // per draft position (0-based)
-  double draft_s = 0, verify_s = 0;              // time in the drafter / in target passes
+  int64_t rounds = 0;     // verification passes with at least one draft
+  int64_t plain = 0;      // single-token decode steps (no room to draft)
+  int64_t drafted = 0;    // draft tokens proposed
+  int64_t accepted = 0;   // draft tokens accepted
+  int64_t examined = 0;   // draft tokens judged: accepted + one per round with a rejection
+  int64_t generated = 0;  // tokens emitted (accepted + bonus / resampled)
+  // Per draft position (0-based): proposed, judged (every earlier draft accepted), accepted.
+  std::vector<int64_t> drafted_at, examined_at, accepted_at;
+  double draft_s = 0, verify_s = 0;  // time in the drafter / in target passes
+  // Accepted / drafted (what fraction of the drafter's work was kept).
   double acceptance() const { return drafted ? static_cast<double>(accepted) / drafted : 0.0; }
+  // Accepted / examined: the per-token acceptance rate (a, in the cost model).
+  double token_acceptance() const {
+    return examined ? static_cast<double>(accepted) / examined : 0.0;
+  }
   // Tokens emitted per verification round (accepted drafts + 1).
   double mean_accepted_length() const {
     return rounds ? static_cast<double>(accepted + rounds) / rounds : 0.0;
   }
   std::string summary() const;  // multi-line report for `run` / `bench`
+};
+
+// Proposes a known greedy continuation `truth` of the target (truth[i] is the token at
+// position first_pos + i), each token replaced by a wrong one with probability 1 - a, so that
+// the per-token acceptance is a by construction (the speed-up model's input, measurable on
+// synthetic weights where a real drafter accepts nothing). When `cost` is non-null it also runs
+// that draft source and discards its tokens, so a round costs what a real one does. Past the
+// end of `truth` it proposes fewer tokens. Greedy only (dists are left empty).
+class ForcedAcceptanceDraft : public DraftSource {
+ public:
+  ForcedAcceptanceDraft(DraftSource* cost, std::vector<int32_t> truth, int64_t first_pos, double a,
+                        int64_t vocab, uint64_t seed = 42);
+  void draft(const Session& target, int32_t token, std::span<const float> hidden, int64_t pos,
+             int k, Sampler* sampler, std::vector<int32_t>* out,
+             std::vector<std::vector<TokenProb>>* dists) override;
+
+ private:
+  DraftSource* cost_;
+  std::vector<int32_t> truth_;
+  int64_t first_pos_;
+  double a_;
+  int64_t vocab_;
+  std::mt19937_64 rng_;
 };
 
 // Accept / reject one draft token with standard speculative sampling. p: the target's

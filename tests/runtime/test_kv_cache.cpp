@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <iterator>
 #include <random>
 #include <vector>
 
@@ -74,6 +76,63 @@ TEST(KvCache, StoresF16AndQ8_0Rows) {
         for (int d = 0; d < hd; ++d) {
           EXPECT_NEAR(back[d], v[t2 * dim + h * hd + d], t == TensorType::F16 ? 1e-3 : 1e-2);
         }
+      }
+    }
+  }
+}
+
+// F16 rows hold exactly f32_to_f16 of the input (the cache converts with its own vectorizable
+// loop): random values of every magnitude, ties, the normal range's edges, subnormals,
+// zeros, overflow, inf and NaN, in rows that have none of the special values and rows that do.
+TEST(KvCache, F16RowsAreBitExactConversions) {
+  const ModelConfig c = tiny();
+  const int layer = 5;
+  const int dim = static_cast<int>(kv_dim(c, layer));
+  const int hd = c.layers[layer].head_dim;
+  const int n = 6;
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> mag(-30.0f, 17.0f);
+  std::vector<float> k(n * dim), v(n * dim);
+  std::uniform_real_distribution<float> frac(1.0f, 2.0f);
+  // k: magnitudes 2^-30 .. 2^17 (subnormal f16, normal, overflow); v: all in the normal range.
+  for (float& x : k) x = frac(rng) * std::exp2(mag(rng)) * (rng() & 1 ? -1.0f : 1.0f);
+  for (float& x : v) x = std::exp2(mag(rng) * 0.3f) * (rng() & 1 ? -1.0f : 1.0f);  // all normal
+  auto from_bits = [](uint32_t b) {
+    float f;
+    std::memcpy(&f, &b, 4);
+    return f;
+  };
+  const float specials[] = {0.0f,
+                            -0.0f,
+                            from_bits(0x38800000u),  // smallest normal f16
+                            from_bits(0x387FFFFFu),
+                            from_bits(0x477FEFFFu),  // largest that stays finite
+                            from_bits(0x477FF000u),  // rounds to inf
+                            65504.0f,
+                            1e6f,
+                            -1e-6f,
+                            1e-9f,
+                            from_bits(0x3F801000u),  // ties: even stays, odd rounds up
+                            from_bits(0x3F803000u),
+                            INFINITY,
+                            -INFINITY,
+                            NAN};
+  for (size_t i = 0; i < std::size(specials); ++i) k[(i * 7) % dim] = specials[i];  // row 0
+  KvCache kv(c, 64, 8, TensorType::F16);
+  std::vector<int32_t> pos(n);
+  for (int i = 0; i < n; ++i) pos[i] = 3 + i;
+  kv.store(layer, k.data(), v.data(), pos.data(), n);
+  FlashAttnArgs a;
+  kv.attention_args(layer, &a);
+  for (int t = 0; t < n; ++t) {
+    for (int h = 0; h < c.layers[layer].n_head_kv; ++h) {
+      const size_t at = pos[t] * a.k_stride_slot + h * a.k_stride_head;
+      const auto* kr = reinterpret_cast<const f16_bits*>(static_cast<const uint8_t*>(a.k) + at);
+      const auto* vr = reinterpret_cast<const f16_bits*>(static_cast<const uint8_t*>(a.v) + at);
+      for (int d = 0; d < hd; ++d) {
+        const int64_t i = int64_t{t} * dim + int64_t{h} * hd + d;
+        ASSERT_EQ(kr[d], f32_to_f16(k[i])) << "k " << k[i] << " token " << t << " at " << d;
+        ASSERT_EQ(vr[d], f32_to_f16(v[i])) << "v " << v[i] << " token " << t << " at " << d;
       }
     }
   }

@@ -4,7 +4,8 @@
 //    drafter that proposes the target's own tokens with a planted mistake at every position;
 //  - at the end of the context;
 //  - the KV cache after speculative rounds (crops) gives the same logits as a plain run's;
-//  - speculative sampling reproduces the target's distribution (chi-square, fixed seeds).
+//  - speculative sampling reproduces the target's distribution (chi-square, fixed seeds);
+//  - the forced-acceptance draft source realises its per-token rate and the stats report it.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -225,6 +226,75 @@ TEST(Speculative, CroppedCacheMatchesPlainRun) {
     for (int64_t slot = 0; slot < s.kv_cache().capacity(l); ++slot) {
       EXPECT_EQ(s.kv_cache().slot_pos(l, slot) >= 0, fresh.kv_cache().slot_pos(l, slot) >= 0)
           << "layer " << l << " slot " << slot;
+    }
+  }
+}
+
+// The forced-acceptance draft source (`bench --draft`'s synthetic speed-up run) realises its
+// per-token acceptance a, and the statistics report it: accepted / judged drafts estimates a,
+// accepted / drafted is (a + ... + a^k) / k, tokens per round 1 + a + ... + a^k, the judged
+// count per position follows the accepted prefixes. a = 1 accepts every draft, a = 0 none.
+TEST(Speculative, ForcedAcceptanceRealisesItsRateInTheStats) {
+  const auto p = prompt(7, 5);
+  const int n_gen = 330;
+  Session plain = make_session(400);
+  const std::vector<int32_t> truth = plain_greedy(plain, p, n_gen);
+  ASSERT_EQ(static_cast<int>(truth.size()), n_gen);
+  const int64_t V = target().config().n_vocab;
+  const int k = 4;
+  for (double a : {1.0, 0.0, 0.7}) {
+    Session s = make_session(400);
+    // With the MTP drafter as the cost (its tokens are discarded) for a = 1, without for the
+    // others (faster).
+    MtpDraftSource mtp(drafter(), target(), 2);
+    ForcedAcceptanceDraft forced(a == 1.0 ? &mtp : nullptr, truth, static_cast<int64_t>(p.size()),
+                                 a, V, 1234);
+    SpeculativeOptions o;
+    o.draft_max = k;
+    o.adaptive = false;
+    SpeculativeDecoder dec(s, forced, o, greedy_params());
+    const std::vector<int32_t> got = dec.generate(p, n_gen);
+    ASSERT_EQ(got, truth) << "a = " << a;
+    const SpeculativeStats& st = dec.stats();
+    ASSERT_GT(st.rounds, 0);
+    EXPECT_EQ(st.generated, st.accepted + st.rounds + st.plain + 1) << "a = " << a;
+    EXPECT_LE(st.accepted, st.examined);
+    EXPECT_LE(st.examined, st.drafted);
+    ASSERT_EQ(st.examined_at.size(), static_cast<size_t>(k));
+    for (int j = 0; j < k; ++j) {
+      EXPECT_LE(st.accepted_at[j], st.examined_at[j]);
+      EXPECT_LE(st.examined_at[j], st.drafted_at[j]);
+      // Position j is judged exactly when every earlier draft of the round was accepted.
+      if (j > 0) EXPECT_LE(st.examined_at[j], st.accepted_at[j - 1]);
+    }
+    if (a == 1.0) {
+      EXPECT_EQ(st.accepted, st.drafted);
+      EXPECT_EQ(st.examined, st.drafted);
+      EXPECT_DOUBLE_EQ(st.token_acceptance(), 1.0);
+      EXPECT_DOUBLE_EQ(st.acceptance(), 1.0);
+      // Every round but the last (drafts cut at the end of `truth`) emits k + 1 tokens.
+      EXPECT_GT(st.mean_accepted_length(), k + 1 - 1.0 / st.rounds - 1e-9);
+    } else if (a == 0.0) {
+      EXPECT_EQ(st.accepted, 0);
+      EXPECT_EQ(st.examined, st.rounds);
+      EXPECT_DOUBLE_EQ(st.mean_accepted_length(), 1.0);
+    } else {
+      // ~300 judged drafts: the per-token rate is a binomial proportion, sd ~0.027; 4 sd.
+      ASSERT_GT(st.examined, 200);
+      const double sd = std::sqrt(a * (1 - a) / st.examined);
+      EXPECT_NEAR(st.token_acceptance(), a, 4 * sd) << st.summary();
+      // Conditional per position, too (fewer samples at later positions).
+      for (int j = 0; j < k; ++j) {
+        ASSERT_GT(st.examined_at[j], 30) << j;
+        const double pj = static_cast<double>(st.accepted_at[j]) / st.examined_at[j];
+        EXPECT_NEAR(pj, a, 4 * std::sqrt(a * (1 - a) / st.examined_at[j])) << "position " << j;
+      }
+      // Accepted / drafted is the truncated geometric mean, well below a.
+      double geo = 0;
+      for (int i = 1; i <= k; ++i) geo += std::pow(a, i);
+      EXPECT_NEAR(st.acceptance(), geo / k, 0.08);
+      EXPECT_LT(st.acceptance(), a - 0.15);
+      EXPECT_NEAR(st.mean_accepted_length(), 1 + geo, 0.35);
     }
   }
 }
