@@ -192,6 +192,12 @@ void CpuBackend::attention(const Node& n, const float* q, int64_t rows, float* o
   a.n_head = l.n_head;
   a.window = l.sliding ? c_.sliding_window : 0;
   a.scale = c_.attn_scale;
+  // QGEMMA_ATTN_F32=1: f32 products and sums in attention everywhere (no fp16 MQA decoding).
+  static const bool attn_f32 = [] {
+    const char* e = std::getenv("QGEMMA_ATTN_F32");
+    return e && *e && *e != '0';
+  }();
+  a.f32_math = attn_f32;
   a.out = out;
   a.out_stride_token = a.q_stride_token;
   a.out_stride_head = l.head_dim;
