@@ -84,13 +84,14 @@ std::span<const float> MtpDraftSource::step_once(const Session& target, int32_t 
 
 ForcedAcceptanceDraft::ForcedAcceptanceDraft(DraftSource* cost, std::vector<int32_t> truth,
                                              int64_t first_pos, double a, int64_t vocab,
-                                             uint64_t seed)
+                                             uint64_t seed, Reanchor reanchor)
     : cost_(cost),
       truth_(std::move(truth)),
       first_pos_(first_pos),
       a_(a),
       vocab_(vocab),
-      rng_(seed) {
+      rng_(seed),
+      reanchor_(std::move(reanchor)) {
   if (vocab_ < 2) throw Error("forced acceptance: a vocabulary of at least 2 tokens is needed");
 }
 
@@ -101,6 +102,17 @@ void ForcedAcceptanceDraft::draft(const Session& target, int32_t token,
   if (cost_) cost_->draft(target, token, hidden, pos, k, sampler, out, dists);  // the cost
   out->clear();
   if (dists) dists->clear();
+  const int64_t at = pos - first_pos_;  // truth index of `token`
+  if (reanchor_ && at >= 0 && at < static_cast<int64_t>(truth_.size()) && truth_[at] != token) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::vector<int32_t> next = reanchor_(pos, token);
+    truth_.resize(at);
+    truth_.push_back(token);
+    truth_.insert(truth_.end(), next.begin(), next.end());
+    reanchor_seconds_ +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ++reanchors_;
+  }
   // `token` sits at `pos`, so the drafts are the tokens at pos + 1 .. pos + k.
   std::uniform_real_distribution<double> u(0.0, 1.0);
   for (int j = 0; j < k; ++j) {

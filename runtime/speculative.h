@@ -101,10 +101,21 @@ struct SpeculativeStats {
 // synthetic weights where a real drafter accepts nothing). When `cost` is non-null it also runs
 // that draft source and discards its tokens, so a round costs what a real one does. Past the
 // end of `truth` it proposes fewer tokens. Greedy only (dists are left empty).
+//
+// Re-anchoring: the verification pass (several query rows) and the single-token passes that
+// produced `truth` round differently, so on a near-tie the speculative output can leave `truth`;
+// every later forced draft would then be wrong. When `reanchor` is set and the token it is
+// called with differs from truth at that position, it calls reanchor(pos, token), which must
+// return the target's greedy continuation after `token` (the tokens at pos + 1, ...), and
+// continues from there. The time spent in it is kept (reanchor_seconds) so a benchmark can leave
+// the oracle's work out of the speculative run's time.
 class ForcedAcceptanceDraft : public DraftSource {
  public:
+  using Reanchor = std::function<std::vector<int32_t>(int64_t pos, int32_t token)>;
   ForcedAcceptanceDraft(DraftSource* cost, std::vector<int32_t> truth, int64_t first_pos, double a,
-                        int64_t vocab, uint64_t seed = 42);
+                        int64_t vocab, uint64_t seed = 42, Reanchor reanchor = {});
+  int reanchors() const { return reanchors_; }
+  double reanchor_seconds() const { return reanchor_seconds_; }
   void draft(const Session& target, int32_t token, std::span<const float> hidden, int64_t pos,
              int k, Sampler* sampler, std::vector<int32_t>* out,
              std::vector<std::vector<TokenProb>>* dists) override;
@@ -116,6 +127,9 @@ class ForcedAcceptanceDraft : public DraftSource {
   double a_;
   int64_t vocab_;
   std::mt19937_64 rng_;
+  Reanchor reanchor_;
+  int reanchors_ = 0;
+  double reanchor_seconds_ = 0;
 };
 
 // Accept / reject one draft token with standard speculative sampling. p: the target's

@@ -234,6 +234,52 @@ TEST(Speculative, CroppedCacheMatchesPlainRun) {
 // per-token acceptance a, and the statistics report it: accepted / judged drafts estimates a,
 // accepted / drafted is (a + ... + a^k) / k, tokens per round 1 + a + ... + a^k, the judged
 // count per position follows the accepted prefixes. a = 1 accepts every draft, a = 0 none.
+// Re-anchoring: the forced drafts follow a "truth" that is wrong from token 20 on (as if the
+// speculative output had left a precomputed plain run on a near-tie). Without re-anchoring every
+// later draft is rejected; with it, the oracle is asked once, at the first divergence, for the
+// continuation of what was actually emitted, and acceptance returns to 100%.
+TEST(Speculative, ForcedAcceptanceReanchorsOnTheEmittedOutput) {
+  const auto p = prompt(7, 5);
+  const int n_gen = 60, m = 20, k = 4;
+  Session plain = make_session(200);
+  const std::vector<int32_t> right = plain_greedy(plain, p, n_gen + k);
+  const int64_t V = target().config().n_vocab;
+  const int64_t first = static_cast<int64_t>(p.size());
+  std::vector<int32_t> wrong = right;
+  for (size_t i = m; i < wrong.size(); ++i) wrong[i] = static_cast<int32_t>((wrong[i] + 1) % V);
+  for (bool with : {false, true}) {
+    SCOPED_TRACE(with ? "with re-anchoring" : "without");
+    int calls = 0;
+    auto oracle = [&](int64_t pos, int32_t token) {
+      ++calls;
+      const int64_t at = pos - first;
+      EXPECT_EQ(at, m);
+      EXPECT_EQ(token, right[at]);
+      return std::vector<int32_t>(right.begin() + at + 1, right.end());
+    };
+    ForcedAcceptanceDraft forced(
+        nullptr, wrong, first, 1.0, V, 7,
+        with ? ForcedAcceptanceDraft::Reanchor(oracle) : ForcedAcceptanceDraft::Reanchor());
+    Session s = make_session(200);
+    SpeculativeOptions o;
+    o.draft_max = k;
+    o.adaptive = false;
+    SpeculativeDecoder dec(s, forced, o, greedy_params());
+    const std::vector<int32_t> got = dec.generate(p, n_gen);
+    EXPECT_EQ(got, std::vector<int32_t>(right.begin(), right.begin() + n_gen));
+    const SpeculativeStats& st = dec.stats();
+    if (with) {
+      EXPECT_EQ(calls, 1);
+      EXPECT_EQ(forced.reanchors(), 1);
+      // At most the one draft at the divergence is rejected (none when a round ended there).
+      EXPECT_LE(st.examined - st.accepted, 1);
+    } else {
+      EXPECT_EQ(forced.reanchors(), 0);
+      EXPECT_GT(st.examined - st.accepted, 5);  // every round after token 20 rejects
+    }
+  }
+}
+
 TEST(Speculative, ForcedAcceptanceRealisesItsRateInTheStats) {
   const auto p = prompt(7, 5);
   const int n_gen = 330;
