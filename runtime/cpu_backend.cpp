@@ -46,8 +46,10 @@ const int g_gemv_tasks_per_thread = [] {
 
 }  // namespace
 
-void matmul_parallel(ThreadPool& pool, const Matrix& w, const void* x, size_t ldx, int64_t R,
-                     float* y) {
+namespace {
+
+// y [R x w.out] = x [R x w.in] . w^T, activations x in w's vec_dot_type with row stride ldx.
+MatmulArgs matmul_args(const Matrix& w, const void* x, size_t ldx, int64_t R, float* y) {
   MatmulArgs a;
   a.w = w.data;
   a.x = x;
@@ -56,6 +58,14 @@ void matmul_parallel(ThreadPool& pool, const Matrix& w, const void* x, size_t ld
   a.ldy = w.out;
   a.K = w.in;
   a.R = R;
+  return a;
+}
+
+}  // namespace
+
+void matmul_parallel(ThreadPool& pool, const Matrix& w, const void* x, size_t ldx, int64_t R,
+                     float* y) {
+  const MatmulArgs a = matmul_args(w, x, ldx, R, y);
   const int64_t grain = std::max<int64_t>(matmul_row_granularity(w.type), 8);
   pool.parallel_range(w.out, grain,
                       [&](int64_t n0, int64_t n1, int) { qgemma::matmul(w.type, a, n0, n1); });
@@ -67,14 +77,7 @@ void gemv_parallel(ThreadPool& pool, const Matrix& w, const void* x, size_t ldx,
     matmul_parallel(pool, w, x, ldx, R, y);
     return;
   }
-  MatmulArgs a;
-  a.w = w.data;
-  a.x = x;
-  a.ldx = ldx;
-  a.y = y;
-  a.ldy = w.out;
-  a.K = w.in;
-  a.R = R;
+  const MatmulArgs a = matmul_args(w, x, ldx, R, y);
   const int64_t gran = matmul_row_granularity(w.type) == 8 ? 32 : 16;
   const int64_t units = (w.out + gran - 1) / gran;
   const int64_t tasks = std::min<int64_t>(units, g_gemv_tasks_per_thread * int64_t{pool.size()});
