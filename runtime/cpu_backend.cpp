@@ -204,6 +204,26 @@ void CpuBackend::attention(const Node& n, const float* q, int64_t rows, float* o
   a.out = out;
   a.out_stride_token = a.q_stride_token;
   a.out_stride_head = l.head_dim;
+  if (!invariant_ || rows == 1) {
+    attention_rows(a, l);
+    return;
+  }
+  // Batch-invariant mode: each query token runs alone, over the slots a decoding step at its
+  // position would have seen, with the same split as that step, so its rows come out bit for
+  // bit as if the tokens had been decoded one at a time.
+  for (int64_t i = 0; i < rows; ++i) {
+    FlashAttnArgs b = a;
+    b.q = q + i * a.q_stride_token;
+    b.q_pos = pos + i;
+    b.n_q = 1;
+    b.out = out + i * a.out_stride_token;
+    b.n_kv = std::min<int64_t>(a.n_kv, kv.slots_at(n.layer, pos[i]));
+    attention_rows(b, l);
+  }
+}
+
+void CpuBackend::attention_rows(const FlashAttnArgs& a, const LayerConfig& l) {
+  const int64_t rows = a.n_q;
   const int threads = pool_.size();
   const int group = l.n_head / l.n_head_kv;
   // Few (query, KV head) pairs over a long cache (MQA decoding): split the slots instead.

@@ -43,11 +43,20 @@ class CpuBackend {
   const float* run(const Graph& g, const MemoryPlan& plan, float* arena, const int32_t* tokens,
                    const int32_t* pos, KvCache& kv);
 
+  // Batch invariance (speculative verification): when on, attention runs each query token of a
+  // multi-token run alone, as a decoding step at its position would, so that together with the
+  // row-wise matmul kernels (bit-identical for any number of rows up to kGemvMaxRows) a run of
+  // T tokens gives the logits T decoding steps would give, bit for bit. Costs T reads of the
+  // cache instead of one.
+  void set_invariant_attention(bool on) { invariant_ = on; }
+  bool invariant_attention() const { return invariant_; }
+
  private:
   void embed(const Matrix& table, const int32_t* tokens, int64_t rows, float scale, float* y);
   void matmul(const Node& n, const float* x, int64_t rows, float* y, int x_id);
   void attention(const Node& n, const float* q, int64_t rows, float* out, const int32_t* pos,
                  const KvCache& kv);
+  void attention_rows(const FlashAttnArgs& a, const LayerConfig& l);
 
   const ModelConfig& c_;
   ThreadPool& pool_;
@@ -56,6 +65,7 @@ class CpuBackend {
   std::vector<uint8_t> act_;                  // activations converted for the matmul kernels
   int act_tensor_ = -1;                       // which tensor act_ holds, in which format
   int act_type_ = -1;
+  bool invariant_ = false;                          // see set_invariant_attention
   std::vector<std::vector<float>> thread_scratch_;  // per thread: rope cos/sin
   std::vector<std::vector<float>> partials_;        // split-KV attention partials per thread
 

@@ -147,8 +147,17 @@ void KvCache::crop(int64_t n) {
       if (l.pos[s] >= n) l.pos[s] = -1;
     }
     l.newest = static_cast<int32_t>(n) - 1;
-    if (!l.ring) l.used = std::min<int64_t>(l.used, n);
+    // used = one past the last non-empty slot, as if positions < n had just been stored (a ring
+    // that had not wrapped shrinks too), so that later steps see what a run without the cropped
+    // positions would see (slots_at).
+    while (l.used > 0 && l.pos[l.used - 1] < 0) --l.used;
   }
+}
+
+uint64_t KvCache::bytes_in_use() const {
+  uint64_t total = 0;
+  for (const Layer& l : layers_) total += 2 * l.row_bytes * l.n_kv_head * uint64_t(l.used);
+  return total;
 }
 
 void KvCache::clear() {

@@ -6,6 +6,7 @@
 // the attention masks come from those positions.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -44,6 +45,14 @@ class KvCache {
   int64_t n_batch() const { return n_batch_; }
   TensorType type() const { return type_; }
   int64_t capacity(int layer) const { return layers_[layer].capacity; }
+  // The slot count attention_args gives right after position p was stored by a decoding step
+  // (positions 0..p filled in order): p + 1, or the ring's capacity once it has wrapped.
+  int64_t slots_at(int layer, int64_t p) const {
+    const Layer& l = layers_[layer];
+    return l.ring ? std::min<int64_t>(l.capacity, p + 1) : p + 1;
+  }
+  // Bytes of K and V one query token reads at the current fill (all layers).
+  uint64_t bytes_in_use() const;
   // Position stored in a slot (-1 = empty), for tests.
   int32_t slot_pos(int layer, int64_t slot) const { return layers_[layer].pos[slot]; }
   uint64_t bytes_reserved() const;
@@ -57,7 +66,7 @@ class KvCache {
     size_t row_bytes = 0;
     std::unique_ptr<uint8_t[]> k, v;  // [n_kv_head][capacity][row_bytes]
     std::vector<int32_t> pos;         // [capacity]
-    int64_t used = 0;                 // slots [0, used) may be non-empty (global layers)
+    int64_t used = 0;                 // slots [0, used) may be non-empty
     int32_t newest = -1;              // largest position stored
   };
   int64_t slot_of(const Layer& l, int32_t p) const { return l.ring ? p % l.capacity : p; }

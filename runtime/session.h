@@ -103,6 +103,16 @@ class Session {
   }
   int64_t hidden_rows() const { return hidden_rows_; }
 
+  // Batch invariance (CPU backend): while on, a multi-token eval gives each token the logits a
+  // decoding step at its position would give, bit for bit (attention runs per token; see
+  // CpuBackend::set_invariant_attention). Speculative verification turns it on so that greedy
+  // speculative output equals plain greedy output exactly. No effect on Vulkan.
+  void set_batch_invariant(bool on) { backend_.set_invariant_attention(on); }
+  bool batch_invariant() const { return backend_.invariant_attention(); }
+  // Bytes of weights in the model, and of K/V cache one query token reads at the current fill.
+  uint64_t weight_bytes() const { return m_.weights().nbytes; }
+  uint64_t kv_bytes_per_token() const { return gpu_ ? 0 : kv_.bytes_in_use(); }
+
  private:
   struct Plan {
     Graph graph;

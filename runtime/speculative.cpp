@@ -141,6 +141,17 @@ int32_t speculative_accept(std::span<const TokenProb> p, std::span<const TokenPr
   return sampler.draw(residual);                 // draw() normalizes by the total
 }
 
+const char* verify_mode_name(VerifyMode m) {
+  switch (m) {
+    case VerifyMode::exact:
+      return "exact";
+    case VerifyMode::batched:
+      return "batched";
+    default:
+      return "auto";
+  }
+}
+
 // ---- stats ---------------------------------------------------------------------------------
 
 std::string SpeculativeStats::summary() const {
@@ -149,12 +160,12 @@ std::string SpeculativeStats::summary() const {
   std::snprintf(buf, sizeof(buf),
                 "speculative: %lld rounds (+%lld plain steps), %lld drafted, %lld accepted "
                 "(%.1f%% of drafted; per-token acceptance %.1f%% = %lld of %lld judged), %.2f "
-                "tokens per round, %lld tokens\n",
+                "tokens per round, %lld tokens, %lld rounds verified exactly\n",
                 static_cast<long long>(rounds), static_cast<long long>(plain),
                 static_cast<long long>(drafted), static_cast<long long>(accepted),
                 100.0 * acceptance(), 100.0 * token_acceptance(), static_cast<long long>(accepted),
                 static_cast<long long>(examined), mean_accepted_length(),
-                static_cast<long long>(generated));
+                static_cast<long long>(generated), static_cast<long long>(exact_rounds));
   s += buf;
   s += "acceptance per draft position, of drafted (of judged):";
   for (size_t i = 0; i < drafted_at.size(); ++i) {
@@ -235,8 +246,22 @@ std::vector<int32_t> SpeculativeDecoder::step() {
   batch.push_back(token_);
   batch.insert(batch.end(), drafts.begin(), drafts.end());
 
+  bool exact = o_.verify == VerifyMode::exact;
+  if (o_.verify == VerifyMode::automatic && kd > 0) {
+    exact = static_cast<double>(kd) * static_cast<double>(target_.kv_bytes_per_token()) <=
+            0.05 * static_cast<double>(target_.weight_bytes());
+  }
+  if (kd > 0 && exact) stats_.exact_rounds += 1;
   const auto t0 = Clock::now();
-  std::span<const float> logits = target_.eval(batch, kd + 1);
+  target_.set_batch_invariant(kd > 0 && exact);
+  std::span<const float> logits;
+  try {
+    logits = target_.eval(batch, kd + 1);
+  } catch (...) {
+    target_.set_batch_invariant(false);
+    throw;
+  }
+  target_.set_batch_invariant(false);
   stats_.verify_s += since(t0);
 
   std::vector<int32_t> emitted;

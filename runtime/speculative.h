@@ -60,11 +60,23 @@ class MtpDraftSource : public DraftSource {
   std::vector<float> logits_, h_, h_next_;
 };
 
+// How the target's verification pass treats its k + 1 tokens (CPU backend):
+//   exact:   batch-invariant (Session::set_batch_invariant): every row's logits equal a decoding
+//            step's bit for bit, so greedy speculative output is plain greedy output exactly,
+//            even on near-ties; attention reads the KV cache once per token instead of once.
+//   batched: one attention pass for all rows (cheapest; rows may differ from decoding steps in
+//            the last bits, which can flip a near-tie argmax).
+//   automatic: exact while the extra cache reads (k x the cache bytes one token reads) are at
+//            most 5% of the weight bytes (short and medium contexts), batched beyond.
+enum class VerifyMode { automatic, exact, batched };
+const char* verify_mode_name(VerifyMode m);
+
 struct SpeculativeOptions {
   int draft_max = 4;     // k at most (k + 1 <= 9 keeps verification on the GEMV path)
   int draft_min = 1;     // k at least
   bool adaptive = true;  // shorten after rejections, lengthen after full acceptance
   int draft_start = 0;   // initial k (0: draft_max)
+  VerifyMode verify = VerifyMode::automatic;
 };
 
 // Two acceptance rates, which differ a lot: with per-token acceptance a and k drafts a round
@@ -73,12 +85,13 @@ struct SpeculativeOptions {
 // are those the target actually judged: the accepted ones plus the first rejected one of each
 // round (the drafts after it are dropped unjudged).
 struct SpeculativeStats {
-  int64_t rounds = 0;     // verification passes with at least one draft
-  int64_t plain = 0;      // single-token decode steps (no room to draft)
-  int64_t drafted = 0;    // draft tokens proposed
-  int64_t accepted = 0;   // draft tokens accepted
-  int64_t examined = 0;   // draft tokens judged: accepted + one per round with a rejection
-  int64_t generated = 0;  // tokens emitted (accepted + bonus / resampled)
+  int64_t rounds = 0;        // verification passes with at least one draft
+  int64_t plain = 0;         // single-token decode steps (no room to draft)
+  int64_t drafted = 0;       // draft tokens proposed
+  int64_t accepted = 0;      // draft tokens accepted
+  int64_t examined = 0;      // draft tokens judged: accepted + one per round with a rejection
+  int64_t generated = 0;     // tokens emitted (accepted + bonus / resampled)
+  int64_t exact_rounds = 0;  // rounds verified batch-invariantly (VerifyMode)
   // Per draft position (0-based): proposed, judged (every earlier draft accepted), accepted.
   std::vector<int64_t> drafted_at, examined_at, accepted_at;
   double draft_s = 0, verify_s = 0;  // time in the drafter / in target passes
