@@ -208,18 +208,50 @@ void CpuBackend::attention(const Node& n, const float* q, int64_t rows, float* o
     attention_rows(a, l);
     return;
   }
-  // Batch-invariant mode: each query token runs alone, over the slots a decoding step at its
-  // position would have seen, with the same split as that step, so its rows come out bit for
-  // bit as if the tokens had been decoded one at a time.
+  // Batch-invariant mode: each query token runs as a decoding step at its position would (one
+  // query, the slots that step saw, the same split of the slots between threads), so its rows
+  // come out bit for bit as if the tokens had been decoded one at a time. A task loops over the
+  // queries on the same cache rows (one KV head, or one thread's slot range), so the rereads
+  // of those rows mostly hit the cache.
+  std::vector<FlashAttnArgs> b(rows, a);
+  int n_split = 0;
   for (int64_t i = 0; i < rows; ++i) {
-    FlashAttnArgs b = a;
-    b.q = q + i * a.q_stride_token;
-    b.q_pos = pos + i;
-    b.n_q = 1;
-    b.out = out + i * a.out_stride_token;
-    b.n_kv = std::min<int64_t>(a.n_kv, kv.slots_at(n.layer, pos[i]));
-    attention_rows(b, l);
+    b[i].q = q + i * a.q_stride_token;
+    b[i].q_pos = pos + i;
+    b[i].n_q = 1;
+    b[i].out = out + i * a.out_stride_token;
+    b[i].n_kv = std::min<int64_t>(a.n_kv, kv.slots_at(n.layer, pos[i]));
+    n_split += split_kv(b[i], l);
   }
+  const int threads = pool_.size();
+  const int group = l.n_head / l.n_head_kv;
+  if (n_split == 0) {
+    pool_.parallel_for(l.n_head_kv, [&](int64_t g, int) {
+      for (int64_t i = 0; i < rows; ++i) {
+        flash_attn(b[i], 0, 1, static_cast<int>(g * group), static_cast<int>((g + 1) * group));
+      }
+    });
+  } else if (n_split == rows) {
+    const int64_t stride = flash_attn_partial_floats(b[0]);  // the same for every query
+    for (auto& p : partials_) p.resize(stride * rows);
+    pool_.parallel_for(threads, [&](int64_t s, int) {
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t kv0 = b[i].n_kv * s / threads, kv1 = b[i].n_kv * (s + 1) / threads;
+        flash_attn_partial(b[i], 0, 1, 0, l.n_head, kv0, kv1, partials_[s].data() + i * stride);
+      }
+    });
+    std::vector<const float*> parts(threads);
+    for (int64_t i = 0; i < rows; ++i) {
+      for (int s = 0; s < threads; ++s) parts[s] = partials_[s].data() + i * stride;
+      flash_attn_combine(b[i], 0, 1, 0, l.n_head, parts.data(), threads);
+    }
+  } else {
+    for (const FlashAttnArgs& bi : b) attention_rows(bi, l);  // the split starts in this batch
+  }
+}
+
+bool CpuBackend::split_kv(const FlashAttnArgs& a, const LayerConfig& l) const {
+  return a.n_q * l.n_head_kv < pool_.size() && a.n_kv >= 256 && pool_.size() > 1;
 }
 
 void CpuBackend::attention_rows(const FlashAttnArgs& a, const LayerConfig& l) {
@@ -227,7 +259,7 @@ void CpuBackend::attention_rows(const FlashAttnArgs& a, const LayerConfig& l) {
   const int threads = pool_.size();
   const int group = l.n_head / l.n_head_kv;
   // Few (query, KV head) pairs over a long cache (MQA decoding): split the slots instead.
-  if (rows * l.n_head_kv < threads && a.n_kv >= 256 && threads > 1) {
+  if (split_kv(a, l)) {
     for (auto& p : partials_) p.resize(flash_attn_partial_floats(a));
     pool_.parallel_for(threads, [&](int64_t s, int) {
       const int64_t kv0 = a.n_kv * s / threads, kv1 = a.n_kv * (s + 1) / threads;

@@ -57,6 +57,7 @@ class CpuBackend {
   void attention(const Node& n, const float* q, int64_t rows, float* out, const int32_t* pos,
                  const KvCache& kv);
   void attention_rows(const FlashAttnArgs& a, const LayerConfig& l);
+  bool split_kv(const FlashAttnArgs& a, const LayerConfig& l) const;
 
   const ModelConfig& c_;
   ThreadPool& pool_;

@@ -163,19 +163,39 @@ DrafterWeights DrafterWeights::load(const GgufFile& f, const DrafterConfig& c) {
     }
     w.layers.push_back(std::move(lw));
   }
+  w.cluster = ClusterHead::load(f, c.n_vocab, E);
   for (const GgufTensor& t : f.tensors()) w.nbytes += t.nbytes;
   return w;
 }
 
-std::unique_ptr<Drafter> Drafter::load(const std::string& path, bool repack) {
+std::unique_ptr<Drafter> Drafter::load(const std::string& path, bool repack,
+                                       const DraftHeadOptions& head) {
   std::unique_ptr<Drafter> d(new Drafter);
   d->file_ = GgufFile::open(path);
   d->config_ = DrafterConfig::from_gguf(*d->file_);
   d->weights_ = DrafterWeights::load(*d->file_, d->config_);
+  ClusterHead& ch = d->weights_.cluster;
+  if (head.mode == DraftHeadMode::Clustered && !ch.present()) {
+    throw Error(path + ": --draft-head clustered: the drafter has no clustered head (tensors '" +
+                kCentroidsTensor + "' and '" + kOrderingTensor +
+                "' are missing; `qgemma cluster-head` adds them)");
+  }
+  d->clustered_ = ch.present() && head.mode != DraftHeadMode::Full;
+  if (d->clustered_) {
+    if (head.top_k < 0 || head.top_k > ch.n_clusters) {
+      throw Error("--draft-top " + std::to_string(head.top_k) + ": expected 1.." +
+                  std::to_string(ch.n_clusters) + " (the drafter's clusters)");
+    }
+    d->top_k_ = head.top_k > 0 ? head.top_k : ch.top_k;
+    // The head reads token_embd in cluster order (each cluster's rows contiguous); the
+    // canonical table is then not read at all (the input embedding is the target's).
+    d->repacked_.push_back(build_cluster_table(ch, d->weights_.token_embd, repack));
+  }
   if (repack) {
     // The interleaved Q4_0 / Q8_0 layouts of the fastest GEMV kernels, as the target's loader.
-    std::vector<Matrix*> todo = {&d->weights_.token_embd, &d->weights_.pre_proj,
-                                 &d->weights_.post_proj};
+    std::vector<Matrix*> todo = {&d->weights_.pre_proj, &d->weights_.post_proj};
+    if (!d->clustered_) todo.push_back(&d->weights_.token_embd);
+    if (d->clustered_) todo.push_back(&ch.centroids);
     for (DrafterLayerWeights& l : d->weights_.layers) {
       for (Matrix* m : {&l.wq, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) todo.push_back(m);
     }
@@ -194,6 +214,18 @@ std::unique_ptr<Drafter> Drafter::load(const std::string& path, bool repack) {
 }
 
 Drafter::~Drafter() = default;
+
+std::string Drafter::head_summary() const {
+  const ClusterHead& ch = weights_.cluster;
+  if (!clustered_) {
+    return "full (" + std::to_string(config_.n_vocab) + " rows" +
+           (ch.present() ? "; the file also has a clustered head" : "") + ")";
+  }
+  return "clustered (top " + std::to_string(top_k_) + " of " + std::to_string(ch.n_clusters) +
+         " clusters x " + std::to_string(ch.cluster_size) +
+         " tokens = " + std::to_string(int64_t{top_k_} * ch.cluster_size) + " rows + " +
+         std::to_string(ch.n_clusters) + " centroids)";
+}
 
 DrafterRunner::DrafterRunner(const Drafter& d, const ModelConfig& tc, const ModelWeights& tw,
                              ThreadPool& pool)
@@ -318,7 +350,12 @@ void DrafterRunner::step(const KvCache& kv, int32_t token, const float* h, int64
     scale_f32(h_.data(), lw.out_scale, cur_.data(), E);
   }
   rmsnorm_f32(cur_.data(), w.output_norm.data(), normed_.data(), E, c.rms_eps);
-  matmul(w.token_embd, normed_.data(), logits);  // tied head, no softcap
+  if (d_.clustered()) {  // the selected clusters' rows only, -inf elsewhere
+    cluster_head_logits(w.cluster, d_.cluster_top_k(), normed_.data(), pool_, head_scratch_,
+                        logits);
+  } else {
+    matmul(w.token_embd, normed_.data(), logits);  // tied head, no softcap
+  }
   matmul(w.post_proj, normed_.data(), h_next);
 }
 

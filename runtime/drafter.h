@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/cluster_head.h"
 #include "runtime/model_config.h"
 #include "runtime/weights.h"
 
@@ -69,24 +70,42 @@ struct DrafterWeights {
   Matrix pre_proj;   // nextn.pre_projection  [n_embd x 2 * n_embd_backbone]
   Matrix post_proj;  // nextn.post_projection [n_embd_backbone x n_embd]
   std::vector<DrafterLayerWeights> layers;
+  // The optional clustered head (masked_embd_centroids / masked_embd_ordering); its `table` is
+  // built by Drafter::load when the clustered head is used.
+  ClusterHead cluster;
   uint64_t nbytes = 0;
   static DrafterWeights load(const GgufFile& f, const DrafterConfig& c);
 };
 
+// Which output head the drafter's steps use (runtime/cluster_head.h).
+struct DraftHeadOptions {
+  DraftHeadMode mode = DraftHeadMode::Auto;  // auto: clustered when the file has the head
+  int top_k = 0;                             // clusters kept per step; 0: the file's (or 32)
+};
+
 class Drafter {
  public:
-  // repack: Q4_0 / Q8_0 matrices into the interleaved layouts (as Model::load).
-  static std::unique_ptr<Drafter> load(const std::string& path, bool repack = true);
+  // repack: Q4_0 / Q8_0 matrices into the interleaved layouts (as Model::load). head: Clustered
+  // on a file without a clustered head throws Error naming the missing tensor.
+  static std::unique_ptr<Drafter> load(const std::string& path, bool repack = true,
+                                       const DraftHeadOptions& head = {});
   ~Drafter();
   const DrafterConfig& config() const { return config_; }
   const DrafterWeights& weights() const { return weights_; }
   const GgufFile& file() const { return *file_; }
+  // Whether steps use the clustered head, and with how many clusters.
+  bool clustered() const { return clustered_; }
+  int cluster_top_k() const { return top_k_; }
+  // "full (262144 rows)" / "clustered (top 32 of 2048 clusters x 128 tokens)".
+  std::string head_summary() const;
 
  private:
   Drafter() = default;
   std::unique_ptr<GgufFile> file_;
   DrafterConfig config_;
   DrafterWeights weights_;
+  bool clustered_ = false;
+  int top_k_ = 0;
   std::vector<std::unique_ptr<uint8_t[], void (*)(void*)>> repacked_;  // owned, 64-aligned
 };
 
@@ -100,7 +119,9 @@ class DrafterRunner {
   // token: the token at position `pos` (not yet in the target cache); h: [n_embd_backbone], the
   // target's final-norm hidden state of position pos - 1 (first step) or the previous step's
   // h_next. Queries attend to the target cache positions < pos (and <= pos if stored), RoPE at
-  // pos. Writes logits [n_vocab] and h_next [n_embd_backbone].
+  // pos. Writes logits [n_vocab] and h_next [n_embd_backbone]. With the clustered head only the
+  // selected clusters' tokens get logits, every other token -inf (so argmax and softmax range
+  // over the selected tokens).
   void step(const KvCache& kv, int32_t token, const float* h, int64_t pos, float* logits,
             float* h_next);
 
@@ -120,6 +141,7 @@ class DrafterRunner {
   std::vector<float> xh_, cur_, a_, q_, attn_, o_, h_, f_, gate_, up_, normed_, cs_;
   std::vector<uint8_t> act_, tmp_;
   std::vector<std::vector<float>> partials_;
+  ClusterHeadScratch head_scratch_;
 };
 
 }  // namespace qgemma

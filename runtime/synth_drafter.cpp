@@ -2,11 +2,14 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <numeric>
 #include <vector>
 
 #include "kernels/quant/quant.h"
 #include "loader/error.h"
 #include "loader/gguf.h"
+#include "runtime/cluster_head.h"
 
 namespace qgemma {
 namespace {
@@ -33,14 +36,20 @@ void random_row(uint64_t seed, const std::string& name, int64_t row, float cente
   }
 }
 
+// The type a matrix of row length `in` is written in: `type`, else Q8_0, else F32.
+TensorType matrix_type(TensorType type, int64_t in) {
+  TensorType t = type;
+  if (in % type_traits(t).block_size != 0) t = TensorType::Q8_0;
+  if (in % type_traits(t).block_size != 0) t = TensorType::F32;
+  return t;
+}
+
 struct Writer {
   GgufWriter& w;
   uint64_t seed;
   TensorType type;
   void matrix(const std::string& name, int64_t in, int64_t out, float half) {
-    TensorType t = type;
-    if (in % type_traits(t).block_size != 0) t = TensorType::Q8_0;
-    if (in % type_traits(t).block_size != 0) t = TensorType::F32;
+    const TensorType t = matrix_type(type, in);
     const uint64_t sd = seed;
     w.add_tensor(name, t, {in, out}, [=](std::span<uint8_t> dst) {
       std::vector<float> row(in);
@@ -102,12 +111,60 @@ DrafterConfig synth_drafter_preset(const std::string& name) {
 }
 
 void synth_drafter_write(const std::string& path, const DrafterConfig& c, TensorType type,
-                         uint64_t seed) {
+                         uint64_t seed, const SynthClusterHead* head) {
   GgufWriter w;
   c.to_gguf(w);
   Writer a{w, seed, type};
-  const int64_t E = c.n_embd, B = c.n_embd_backbone;
-  a.matrix("token_embd.weight", E, c.n_vocab, 2.0f * std::sqrt(3.0f / E));
+  const int64_t E = c.n_embd, B = c.n_embd_backbone, V = c.n_vocab;
+  const float embd_half = 2.0f * std::sqrt(3.0f / E);
+  a.matrix("token_embd.weight", E, V, embd_half);
+  if (head) {
+    const int64_t C = head->n_clusters > 0 ? head->n_clusters : (V >= 65536 ? 2048 : V / 32);
+    if (C < 1 || V % C != 0) {
+      throw Error("synth: " + std::to_string(C) + " clusters do not divide the vocabulary of " +
+                  std::to_string(V));
+    }
+    const int top = head->top_k > 0
+                        ? head->top_k
+                        : static_cast<int>(V >= 65536 ? 32 : std::max<int64_t>(1, C / 8));
+    if (top > C)
+      throw Error("synth: --top " + std::to_string(top) + " > clusters " + std::to_string(C));
+    const int64_t cs = V / C;
+    // A seeded random permutation: slot -> token id.
+    auto ordering = std::make_shared<std::vector<int32_t>>(V);
+    std::iota(ordering->begin(), ordering->end(), 0);
+    uint64_t st = mix(seed ^ 0xc1057e2ull);
+    for (int64_t i = V - 1; i > 0; --i) {
+      st = mix(st);
+      std::swap((*ordering)[i],
+                (*ordering)[static_cast<int64_t>(st % static_cast<uint64_t>(i + 1))]);
+    }
+    const TensorType et = matrix_type(type, E);
+    const TensorType ct = matrix_type(TensorType::Q8_0, E);
+    const uint64_t sd = seed;
+    w.add_tensor(kCentroidsTensor, ct, {E, C}, [=](std::span<uint8_t> dst) {
+      // Each centroid: the mean of its tokens' rows as stored (quantized, then dequantized).
+      std::vector<float> row(E), q(E), sum(E);
+      std::vector<uint8_t> qb(row_size(et, E));
+      const size_t rb = row_size(ct, E);
+      for (int64_t k = 0; k < C; ++k) {
+        std::fill(sum.begin(), sum.end(), 0.0f);
+        for (int64_t j = 0; j < cs; ++j) {
+          random_row(sd, "token_embd.weight", (*ordering)[k * cs + j], 0.0f, embd_half, row.data(),
+                     E);
+          quantize_row(et, row.data(), qb.data(), E);
+          dequantize_row(et, qb.data(), q.data(), E);
+          for (int64_t i = 0; i < E; ++i) sum[i] += q[i];
+        }
+        for (int64_t i = 0; i < E; ++i) sum[i] /= static_cast<float>(cs);
+        quantize_row(ct, sum.data(), dst.data() + k * rb, E);
+      }
+    });
+    w.add_tensor(kOrderingTensor, TensorType::I32, {V}, [ordering](std::span<uint8_t> dst) {
+      std::memcpy(dst.data(), ordering->data(), ordering->size() * sizeof(int32_t));
+    });
+    w.set(kCentroidTopKKey, GgufValue::u32(static_cast<uint32_t>(top)));
+  }
   a.vec("output_norm.weight", E, 1.0f, 0.2f);
   if (!c.rope_freq_factors.empty()) {
     const std::vector<float> f = c.rope_freq_factors;

@@ -15,6 +15,8 @@ struct SynthCmd {
   std::string out;
   std::string type = "f32";
   SynthOptions o;
+  bool centroids = false;  // drafter presets: add a synthetic clustered head
+  SynthClusterHead head;
 };
 
 int run_synth(const SynthCmd& cmd) {
@@ -23,8 +25,10 @@ int run_synth(const SynthCmd& cmd) {
     throw Error("--type '" + cmd.type + "': expected f32, f16, bf16, q8_0, q4_0, q4_k or q6_k");
   }
   if (is_drafter_preset(o.preset)) {  // MTP drafters (gemma4-assistant), see runtime/drafter.h
-    synth_drafter_write(cmd.out, synth_drafter_preset(o.preset), o.type, o.seed);
+    synth_drafter_write(cmd.out, synth_drafter_preset(o.preset), o.type, o.seed,
+                        cmd.centroids ? &cmd.head : nullptr);
   } else {
+    if (cmd.centroids) throw Error("--centroids: only for the *-assistant (drafter) presets");
     synth_write(cmd.out, o);
   }
   std::fprintf(stderr, "synth: wrote %s (preset %s, %s)\n", cmd.out.c_str(), o.preset.c_str(),
@@ -45,6 +49,12 @@ const bool registered = register_command(
       app.add_option("--tokenizer", cmd->o.tokenizer_json,
                      "tokenizer.json to embed (default: a byte-level vocabulary)");
       app.add_option("--seed", cmd->o.seed, "random seed")->capture_default_str();
+      app.add_flag("--centroids", cmd->centroids,
+                   "drafter presets: add a synthetic clustered (centroid) output head");
+      app.add_option("--clusters", cmd->head.n_clusters,
+                     "--centroids: clusters (default 2048 for 262144 tokens, else vocab / 32)");
+      app.add_option("--top", cmd->head.top_k,
+                     "--centroids: clusters scored per step (default 32, else clusters / 8)");
       run = [cmd] { return run_synth(*cmd); };
     });
 

@@ -30,6 +30,8 @@ struct DraftOptions {
   int draft_max = 4;
   int draft_min = 1;
   bool adaptive = true;
+  std::string head = "auto";  // --draft-head auto | full | clustered
+  int top = 0;                // --draft-top: clusters per step (0: the file's, else 32)
 
   void add(CLI::App& app) {
     app.add_option("--draft", path,
@@ -40,6 +42,20 @@ struct DraftOptions {
     app.add_option("--draft-min", draft_min, "draft tokens per round at least")
         ->capture_default_str();
     app.add_flag("!--no-draft-adapt", adaptive, "keep the draft length at --draft-max");
+    app.add_option("--draft-head", head,
+                   "drafter output head: auto (clustered when the file has "
+                   "masked_embd_centroids, as transformers), full (all rows, as llama.cpp), "
+                   "clustered")
+        ->capture_default_str();
+    app.add_option("--draft-top", top,
+                   "clustered head: clusters scored per step (default: the file's, else 32)");
+  }
+  DraftHeadOptions head_options() const {
+    DraftHeadOptions o;
+    o.mode = parse_draft_head(head);
+    o.top_k = top;
+    if (top < 0) throw Error("--draft-top " + std::to_string(top) + ": expected >= 1");
+    return o;
   }
   bool enabled() const { return !path.empty(); }
 
@@ -90,7 +106,7 @@ inline int run_speculative(const Model& model, Session& session, const DraftOpti
                            bool print_ids) {
   using Clock = std::chrono::steady_clock;
   const std::string dpath = d.resolve(target_path);
-  const auto drafter = Drafter::load(dpath);
+  const auto drafter = Drafter::load(dpath, true, d.head_options());
   MtpDraftSource src(*drafter, model, session.n_threads());
   SpeculativeDecoder dec(session, src, d.options(), sp);
   StreamingDecoder out(tok);
@@ -121,8 +137,8 @@ inline int run_speculative(const Model& model, Session& session, const DraftOpti
     std::printf("\n");
   }
   std::fflush(stdout);
-  std::fprintf(stderr, "drafter: %s (%s)\n", dpath.c_str(),
-               format_bytes(drafter->weights().nbytes).c_str());
+  std::fprintf(stderr, "drafter: %s (%s), head %s\n", dpath.c_str(),
+               format_bytes(drafter->weights().nbytes).c_str(), drafter->head_summary().c_str());
   std::fputs(dec.stats().summary().c_str(), stderr);
   std::fprintf(stderr,
                "prompt: %zu tokens in %.2f s (%.2f t/s) | generation: %zu tokens in %.2f s "
@@ -148,7 +164,7 @@ inline bool chat_reply_speculative(ChatDraftState& st, const Model& model, Sessi
                                    const Tokenizer& tok) {
   using Clock = std::chrono::steady_clock;
   if (!st.drafter) {
-    st.drafter = Drafter::load(d.resolve(target_path));
+    st.drafter = Drafter::load(d.resolve(target_path), true, d.head_options());
     st.src = std::make_unique<MtpDraftSource>(*st.drafter, model, session.n_threads());
   }
   sp.seed += static_cast<uint64_t>(st.turn++);
@@ -204,7 +220,14 @@ inline void bench_speculative(const Model& model, const SessionOptions& base, co
     return std::chrono::duration<double>(Clock::now() - t0).count();
   };
   const std::string dpath = d.resolve(target_path);
-  const auto drafter = Drafter::load(dpath);
+  const auto drafter = Drafter::load(dpath, true, d.head_options());
+  // With the clustered head, the full head is timed too (same run, interleaved) for comparison.
+  std::unique_ptr<Drafter> full_drafter;
+  if (drafter->clustered()) {
+    DraftHeadOptions fo;
+    fo.mode = DraftHeadMode::Full;
+    full_drafter = Drafter::load(dpath, true, fo);
+  }
   const SpeculativeOptions so = d.options();
   const int kmax = so.draft_max;
   const int ctx_len = 64;  // context the measurements run at
@@ -213,6 +236,9 @@ inline void bench_speculative(const Model& model, const SessionOptions& base, co
   o.n_batch = std::min<int64_t>(o.n_batch, o.n_ctx);
   Session s(model, o);
   MtpDraftSource src(*drafter, model, s.n_threads());
+  std::unique_ptr<MtpDraftSource> src_full;
+  if (full_drafter)
+    src_full = std::make_unique<MtpDraftSource>(*full_drafter, model, s.n_threads());
   const int64_t V = model.config().n_vocab;
   std::vector<int32_t> ctx(ctx_len);
   for (int i = 0; i < ctx_len; ++i) ctx[i] = static_cast<int32_t>((7919 * i + 13) % V);
@@ -243,18 +269,30 @@ inline void bench_speculative(const Model& model, const SessionOptions& base, co
   s.eval(std::vector<int32_t>{5}, 1);
   const std::vector<float> h(s.hidden().begin(), s.hidden().end());
   s.crop(base_pos);
-  double t_draft = 1e30;
+  double t_draft = 1e30, t_draft_full = 1e30;
   src.step_once(s, 5, h, base_pos);
+  if (src_full) src_full->step_once(s, 5, h, base_pos);
   for (int r = 0; r < reps; ++r) {
     const auto t0 = Clock::now();
     for (int i = 0; i < 8; ++i) src.step_once(s, 5, h, base_pos);
     t_draft = std::min(t_draft, secs(t0) / 8);
+    if (src_full) {
+      const auto t1 = Clock::now();
+      for (int i = 0; i < 8; ++i) src_full->step_once(s, 5, h, base_pos);
+      t_draft_full = std::min(t_draft_full, secs(t1) / 8);
+    }
   }
 
   std::printf("\n### Speculative decoding cost model (drafter %s, %d threads, context %d)\n\n",
               dpath.c_str(), s.n_threads(), ctx_len);
-  std::printf("decode step: %.2f ms | drafter step: %.3f ms (%.1f%% of a decode step)\n\n",
-              t_dec * 1e3, t_draft * 1e3, 100 * t_draft / t_dec);
+  std::printf("drafter head: %s\n", drafter->head_summary().c_str());
+  std::printf("decode step: %.2f ms | drafter step: %.3f ms (%.1f%% of a decode step)", t_dec * 1e3,
+              t_draft * 1e3, 100 * t_draft / t_dec);
+  if (src_full) {
+    std::printf(" | with the full head: %.3f ms (%.1f%%; clustered %.2fx faster)",
+                t_draft_full * 1e3, 100 * t_draft_full / t_dec, t_draft_full / t_draft);
+  }
+  std::printf("\n\n");
   std::printf("| k | verify k+1 (ms) | verify / decode | round (ms) |");
   const double accs[] = {0.5, 0.6, 0.7, 0.8, 0.9};
   for (double a : accs) std::printf(" speed-up a=%.1f |", a);

@@ -2,7 +2,8 @@
 // a multi-token eval gives every row the logits a decoding step at that position gives, bit for
 // bit, on quantized weights (repacked Q4_0 on CPUs that have the layout) and both KV types:
 //  - chunks of 2..9 tokens against single-token steps over the same token sequence;
-//  - across the wrap of the sliding layers' ring and the split of a long cache between threads
+//  - across the wrap of the sliding layers' ring and the start of the split of a long cache
+//    between threads
 //    (one KV head, 16 query heads: the MQA path, fp16 arithmetic on CPUs with AVX512-FP16);
 //  - after crops that drop verified tokens, as speculative rejections do;
 //  - greedy speculative decoding in exact mode equals plain greedy on such a model, with an
@@ -86,9 +87,10 @@ TEST_P(BatchInvariance, ChunksAndCropsGiveTheDecodingStepsLogitsBitForBit) {
   const Case c = GetParam();
   const Model& m = target(c.weights);
   const int64_t V = m.config().n_vocab;
-  // 270 prompt tokens (> 256: the global layer's cache is split between threads when one token
-  // runs), then 70 more: positions 270..339 cross the ring's wrap at 316.
-  const std::vector<int32_t> prompt = tokens(270, 1), seq = tokens(70, 2);
+  // 250 prompt tokens, then 70 more: positions 250..319 cross the point where a single token's
+  // pass starts splitting the global layer's cache between threads (256 slots) and the wrap of
+  // the sliding layers' ring (316 slots).
+  const std::vector<int32_t> prompt = tokens(250, 1), seq = tokens(70, 2);
   Session plain = make_session(m, c.kv, c.threads);
   const auto ref = decode_steps(plain, prompt, seq);
 
