@@ -130,11 +130,20 @@ int32_t speculative_accept(std::span<const TokenProb> p, std::span<const TokenPr
                            int32_t drafted, double u, Sampler& sampler) {
   const double pd = prob_of(p, drafted), qd = prob_of(q, drafted);
   if (qd > 0 ? u * qd < pd : pd > 0) return -1;  // accept with probability min(1, p/q)
-  // Rejected: draw from norm(max(0, p - q)) (tokens outside p's support have p = 0).
+  // Rejected: draw from norm(max(0, p - q)) (tokens outside p's support have p = 0). q sorted
+  // by id for the lookups (both can hold the whole vocabulary when sampling without top-k).
+  std::vector<TokenProb> qs(q.begin(), q.end());
+  std::sort(qs.begin(), qs.end(),
+            [](const TokenProb& a, const TokenProb& b) { return a.id < b.id; });
+  auto q_of = [&](int32_t id) {
+    const auto it = std::lower_bound(qs.begin(), qs.end(), id,
+                                     [](const TokenProb& t, int32_t v) { return t.id < v; });
+    return it != qs.end() && it->id == id ? it->p : 0.0f;
+  };
   std::vector<TokenProb> residual;
   residual.reserve(p.size());
   for (const TokenProb& t : p) {
-    const float r = t.p - prob_of(q, t.id);
+    const float r = t.p - q_of(t.id);
     if (r > 0) residual.push_back({t.id, r});
   }
   if (residual.empty()) return sampler.draw(p);  // p == q up to rounding

@@ -30,8 +30,9 @@ struct DraftOptions {
   int draft_max = 4;
   int draft_min = 1;
   bool adaptive = true;
-  std::string head = "auto";  // --draft-head auto | full | clustered
-  int top = 0;                // --draft-top: clusters per step (0: the file's, else 32)
+  std::string head = "auto";    // --draft-head auto | full | clustered
+  int top = 0;                  // --draft-top: clusters per step (0: the file's, else 32)
+  std::string verify = "auto";  // --draft-verify auto | exact | batched
 
   void add(CLI::App& app) {
     app.add_option("--draft", path,
@@ -49,6 +50,13 @@ struct DraftOptions {
         ->capture_default_str();
     app.add_option("--draft-top", top,
                    "clustered head: clusters scored per step (default: the file's, else 32)");
+    app.add_option("--draft-verify", verify,
+                   "verification pass: exact (every row equals a decoding step bit for bit: "
+                   "greedy output identical to plain decoding; reads the KV cache once per "
+                   "row), batched (one attention pass for all rows), auto (exact while the "
+                   "extra cache reads are <= 5% of the weights)")
+        ->check(CLI::IsMember({"auto", "exact", "batched"}))
+        ->capture_default_str();
   }
   DraftHeadOptions head_options() const {
     DraftHeadOptions o;
@@ -68,6 +76,9 @@ struct DraftOptions {
     o.draft_max = draft_max;
     o.draft_min = std::clamp(draft_min, 1, draft_max);
     o.adaptive = adaptive;
+    o.verify = verify == "exact"     ? VerifyMode::exact
+               : verify == "batched" ? VerifyMode::batched
+                                     : VerifyMode::automatic;
     return o;
   }
 
@@ -249,23 +260,38 @@ inline void bench_speculative(const Model& model, const SessionOptions& base, co
   // rounds interleave the sizes, so a noisy machine disturbs all of them alike.
   s.eval(ctx, 1);
   const int64_t base_pos = s.n_past();
-  auto time_eval = [&](int n) {
+  // exact: the batch-invariant verification pass (VerifyMode::exact).
+  auto time_eval = [&](int n, bool exact) {
     std::vector<int32_t> toks(n, 5);
+    s.set_batch_invariant(exact);
     const auto t0 = Clock::now();
     for (int i = 0; i < 4; ++i) {
       s.eval(toks, n);
       s.crop(base_pos);
     }
+    s.set_batch_invariant(false);
     return secs(t0) / 4;
   };
-  for (int n = 1; n <= kmax + 1; ++n) time_eval(n);  // warm-up (plans, caches)
-  std::vector<double> best(kmax + 2, 1e30);          // by rows n = 1 .. kmax + 1
+  for (int n = 1; n <= kmax + 1; ++n) time_eval(n, false);  // warm-up (plans, caches)
+  // By rows n = 1 .. kmax + 1: batched, and exact (n >= 2).
+  std::vector<double> best(kmax + 2, 1e30), best_exact(kmax + 2, 1e30);
   for (int r = 0; r < reps; ++r) {
-    for (int n = 1; n <= kmax + 1; ++n) best[n] = std::min(best[n], time_eval(n));
+    for (int n = 1; n <= kmax + 1; ++n) {
+      best[n] = std::min(best[n], time_eval(n, false));
+      if (n > 1) best_exact[n] = std::min(best_exact[n], time_eval(n, true));
+    }
   }
   const double t_dec = best[1];
+  // The cost model uses the pass the decoder would run at this context (VerifyMode).
   std::vector<double> t_ver(kmax + 1, 0.0);
-  for (int k = 1; k <= kmax; ++k) t_ver[k] = best[k + 1];
+  std::vector<bool> ver_exact(kmax + 1, false);
+  for (int k = 1; k <= kmax; ++k) {
+    ver_exact[k] = so.verify == VerifyMode::exact ||
+                   (so.verify == VerifyMode::automatic &&
+                    static_cast<double>(k) * static_cast<double>(s.kv_bytes_per_token()) <=
+                        0.05 * static_cast<double>(s.weight_bytes()));
+    t_ver[k] = ver_exact[k] ? best_exact[k + 1] : best[k + 1];
+  }
   s.eval(std::vector<int32_t>{5}, 1);
   const std::vector<float> h(s.hidden().begin(), s.hidden().end());
   s.crop(base_pos);
@@ -293,15 +319,21 @@ inline void bench_speculative(const Model& model, const SessionOptions& base, co
                 t_draft_full * 1e3, 100 * t_draft_full / t_dec, t_draft_full / t_draft);
   }
   std::printf("\n\n");
-  std::printf("| k | verify k+1 (ms) | verify / decode | round (ms) |");
+  std::printf(
+      "verification: --draft-verify %s; 'exact' = batch-invariant (rows equal decoding steps "
+      "bit for bit), 'batched' = one attention pass\n\n",
+      verify_mode_name(so.verify));
+  std::printf("| k | verify k+1 batched (ms) | exact (ms) | used | verify / decode | round (ms) |");
   const double accs[] = {0.5, 0.6, 0.7, 0.8, 0.9};
   for (double a : accs) std::printf(" speed-up a=%.1f |", a);
-  std::printf("\n| ---: | ---: | ---: | ---: |");
+  std::printf("\n| ---: | ---: | ---: | :--- | ---: | ---: |");
   for (size_t i = 0; i < std::size(accs); ++i) std::printf(" ---: |");
   std::printf("\n");
   for (int k = 1; k <= kmax; ++k) {
     const double round = k * t_draft + t_ver[k];
-    std::printf("| %d | %.2f | %.3f | %.2f |", k, t_ver[k] * 1e3, t_ver[k] / t_dec, round * 1e3);
+    std::printf("| %d | %.2f | %.2f | %s | %.3f | %.2f |", k, best[k + 1] * 1e3,
+                best_exact[k + 1] * 1e3, ver_exact[k] ? "exact" : "batched", t_ver[k] / t_dec,
+                round * 1e3);
     for (double a : accs) {
       // Tokens per round with per-token acceptance a: 1 + a + ... + a^k.
       const double tokens = (1 - std::pow(a, k + 1)) / (1 - a);
