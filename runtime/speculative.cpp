@@ -161,6 +161,12 @@ const char* verify_mode_name(VerifyMode m) {
   }
 }
 
+bool verify_exact(VerifyMode m, int k, uint64_t kv_bytes_per_token, uint64_t weight_bytes) {
+  if (m != VerifyMode::automatic) return m == VerifyMode::exact;
+  return static_cast<double>(k) * static_cast<double>(kv_bytes_per_token) <=
+         0.4 * static_cast<double>(weight_bytes);
+}
+
 // ---- stats ---------------------------------------------------------------------------------
 
 std::string SpeculativeStats::summary() const {
@@ -255,11 +261,8 @@ std::vector<int32_t> SpeculativeDecoder::step() {
   batch.push_back(token_);
   batch.insert(batch.end(), drafts.begin(), drafts.end());
 
-  bool exact = o_.verify == VerifyMode::exact;
-  if (o_.verify == VerifyMode::automatic && kd > 0) {
-    exact = static_cast<double>(kd) * static_cast<double>(target_.kv_bytes_per_token()) <=
-            0.05 * static_cast<double>(target_.weight_bytes());
-  }
+  const bool exact =
+      verify_exact(o_.verify, kd, target_.kv_bytes_per_token(), target_.weight_bytes());
   if (kd > 0 && exact) stats_.exact_rounds += 1;
   const auto t0 = Clock::now();
   target_.set_batch_invariant(kd > 0 && exact);
