@@ -9,6 +9,10 @@
 
 layout(constant_id = 0) const uint WG = 64;          // threads and slots per tile (power of two)
 layout(constant_id = 1) const uint HEAD_DIM = 256;   // multiple of WG and of 32
+// Q8OUT: the output rows are also quantized to Q8 blocks into xq (quantize_q8.comp's layout
+// and rounding; blocks never straddle heads since HEAD_DIM % 32 == 0), for the integer-dot
+// output projection. Needs out_stride_head == HEAD_DIM and out_stride_token % 32 == 0.
+layout(constant_id = 2) const bool Q8OUT = false;
 layout(local_size_x_id = 0) in;
 
 layout(push_constant) uniform Push {
@@ -28,8 +32,10 @@ layout(binding = 4) readonly buffer KVPos { int kv_pos[]; };
 layout(binding = 5) readonly buffer QGroup { int q_group[]; };
 layout(binding = 6) readonly buffer KVGroup { int kv_group[]; };
 layout(binding = 7) writeonly buffer OBuf { float o[]; };
+layout(binding = 8) writeonly buffer XqBuf { uint xq[]; };
 
 #include "bytes.glsl"
+#include "f16.glsl"
 BYTE_READERS(k, k_words)
 BYTE_READERS(v, v_words)
 
@@ -116,6 +122,34 @@ void main() {
 
   const float inv = l > 0.0 ? 1.0 / l : 0.0;
   for (uint u = 0; u < DPT; ++u) {
-    o[i * p.out_stride_token + h * p.out_stride_head + tid + u * WG] = acc[u] * inv;
+    const float y = acc[u] * inv;
+    o[i * p.out_stride_token + h * p.out_stride_head + tid + u * WG] = y;
+    if (Q8OUT) qs[tid + u * WG] = y;  // q is no longer needed
+  }
+  if (!Q8OUT) return;
+  barrier();
+  // One thread per packed word (4 values); each recomputes its block's scale and sum from
+  // shared memory (32 values), so no further reduction is needed.
+  const uint blocks_before = (i * p.out_stride_token + h * HEAD_DIM) / 32u;
+  for (uint w = tid; w < HEAD_DIM / 4u; w += WG) {
+    const uint b = w / 8u, lane = w % 8u;
+    float amax = 0.0;
+    for (uint e = 0; e < 32u; ++e) amax = max(amax, abs(qs[32u * b + e]));
+    const float d = div_rn(amax, 127.0);
+    const float id_ = d != 0.0 ? div_rn(1.0, d) : 0.0;
+    uint packed = 0u;
+    int sum = 0;
+    for (uint e = 0; e < 32u; ++e) {
+      precise float v = qs[32u * b + e] * id_;  // no fma into the + 0.5 below
+      const int qv = int(sign(v) * floor(abs(v) + 0.5));
+      sum += qv;
+      if (e / 4u == lane) packed |= uint(qv & 0xFF) << (8u * (e % 4u));
+    }
+    const uint qo = (blocks_before + b) * 10u;
+    xq[qo + 2u + lane] = packed;
+    if (lane == 0u) {
+      xq[qo] = floatBitsToUint(unpackHalf2x16(f16_bits(d)).x);
+      xq[qo + 1u] = uint(sum);
+    }
   }
 }

@@ -47,8 +47,32 @@ class VulkanBackend {
   void crop(int64_t n);  // forget positions >= n (KvCache::crop rules)
   void clear();
   Device& device() { return dev_; }
+  // Commands of the last run: dispatches and barriers recorded.
   uint32_t last_dispatches() const { return last_dispatches_; }
   uint32_t last_barriers() const { return last_barriers_; }
+  // Fusion of consecutive nodes into one dispatch (on by default; QGEMMA_VK_NO_FUSE=1 or
+  // set_fusion(false): one dispatch per node as before, for comparisons).
+  void set_fusion(bool on) { fusion_ = on; }
+
+  // A group of consecutive graph nodes [first, first + count) run as one dispatch.
+  struct Fused {
+    enum Kind {
+      Single,     // one node, its own launcher (Attention: + Q8 of its output when q8)
+      NormChain,  // RmsNorm [Add] [Scale] [RmsNorm] [+ Q8 of the result]: norm_chain
+      HeadNorm,   // up to 3 x (per-head RmsNorm [Rope]) (Q, K, V) [KvStore]: head_norm_rope
+      MatVec,     // 2-3 int-dot MatMuls of one input [+ GeluGlu]: mul_mat_vec_q8_multi
+    };
+    Kind kind = Single;
+    int first = 0, count = 1;
+    int norm1 = -1, add = -1, scale = -1, norm2 = -1;  // NormChain nodes
+    // NormChain, Single Attention: also quantize the result for the next int-dot matmuls.
+    bool q8 = false;
+    int parts = 0, part_norm[3] = {-1, -1, -1}, part_rope[3] = {-1, -1, -1}, rope_layer = -1;
+    int kv_store = -1;  // HeadNorm: the KvStore of parts 1 and 2 (K, V), stored in the same pass
+    int mm[3] = {-1, -1, -1}, n_mm = 0, glu = -1;  // MatVec nodes (mm[0] = the GLU's gate)
+  };
+  // The groups of a graph, in node order (what run() records; public for tests).
+  std::vector<Fused> fuse(const Graph& g) const;
 
  private:
   struct KvLayer {
@@ -75,6 +99,13 @@ class VulkanBackend {
   Buffer arena_, tokens_, pos_, slots_ring_, slots_linear_, q8_, readback_;
   std::vector<float> out_, hidden_;
   uint32_t last_dispatches_ = 0, last_barriers_ = 0;
+  bool fusion_ = true;
+  struct CachedPlan {
+    std::vector<uint64_t> sig;  // the graph's nodes, compared on every run
+    std::vector<Fused> groups;
+    MemoryPlan plan;
+  };
+  std::map<const Graph*, CachedPlan> plans_;
 };
 
 }  // namespace qgemma::vk

@@ -397,6 +397,7 @@ std::string Device::profile_report() const {
                 "tag pipeline");
   out += line;
   for (const auto& [k, e] : rows) {
+    if (k.rfind("(count)", 0) == 0) continue;  // printed per run below
     const bool host = k.rfind("(", 0) == 0;
     std::snprintf(line, sizeof line, "%10.3f %8llu %12.2f %6s  %s\n", e.ms,
                   (unsigned long long)e.calls, e.calls ? 1000.0 * e.ms / (double)e.calls : 0.0,
@@ -406,6 +407,21 @@ std::string Device::profile_report() const {
   }
   std::snprintf(line, sizeof line, "%10.3f total GPU time in dispatches\n", gpu);
   out += line;
+  // Per-run command counts ("(count) <tag> runs|dispatches|barriers", from VulkanBackend).
+  for (const auto& [k, e] : profile_) {
+    const std::string pre = "(count) ", suf = " runs";
+    if (k.rfind(pre, 0) != 0 || k.size() < pre.size() + suf.size() ||
+        k.compare(k.size() - suf.size(), suf.size(), suf) != 0 || e.calls == 0)
+      continue;
+    const std::string tag = k.substr(pre.size(), k.size() - pre.size() - suf.size());
+    auto count = [&](const char* what) {
+      auto it = profile_.find(pre + tag + " " + what);
+      return it == profile_.end() ? 0.0 : (double)it->second.calls / (double)e.calls;
+    };
+    std::snprintf(line, sizeof line, "per %s run: %.1f dispatches, %.1f barriers (%llu runs)\n",
+                  tag.c_str(), count("dispatches"), count("barriers"), (unsigned long long)e.calls);
+    out += line;
+  }
   return out;
 }
 
@@ -759,7 +775,7 @@ void Recorder::read_profile() {
 }
 
 VkDescriptorSet Recorder::allocate_set(VkDescriptorSetLayout layout) {
-  constexpr uint32_t kSets = 256, kBuffers = 8;
+  constexpr uint32_t kSets = 256, kBuffers = 12;  // bindings per set at most
   if (pool_sets_left_ == 0) {
     VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, kSets * kBuffers};
     VkDescriptorPoolCreateInfo ci{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};

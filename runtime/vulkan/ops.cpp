@@ -142,24 +142,72 @@ void quantize_q8(Recorder& rec, View x, View xq, uint32_t K, uint32_t N, uint32_
   rec.dispatch(p, args, push, sizeof push, ceil_div((uint64_t)K / 32 * N, 8));  // 8 blocks/group
 }
 
+static uint32_t& matvec_rows_setting() {
+  // QGEMMA_VK_MV_ROWS=N (1..16): weight rows per workgroup of the integer-dot matrix-vector
+  // (more rows: fewer reads of the quantized activations per weight byte, more loads in flight
+  // per thread). Default 2; a knob for measuring on real GPUs.
+  static uint32_t rows = [] {
+    const char* e = std::getenv("QGEMMA_VK_MV_ROWS");
+    const int v = e ? std::atoi(e) : 0;
+    return v >= 1 && v <= 16 ? (uint32_t)v : 2u;
+  }();
+  return rows;
+}
+
+uint32_t matvec_rows() { return matvec_rows_setting(); }
+void set_matvec_rows(uint32_t rows) {
+  require(rows >= 1 && rows <= 16, "set_matvec_rows", "rows outside [1, 16]");
+  matvec_rows_setting() = rows;
+}
+
+static void mul_mat_vec_q8_impl(Recorder& rec, TensorType wtype, uint32_t n_seg, const View* w,
+                                const uint32_t* M, const View* y, const uint32_t* y_stride, View xq,
+                                uint32_t K, uint32_t N, bool glu) {
+  const char* op = "mul_mat_vec_q8";
+  require(int_dot_supported(rec.device(), wtype), op,
+          "needs integer dot products on the device and Q4_0/Q8_0 weights");
+  require(N >= 1 && N <= 8, op, "N = " + std::to_string(N) + " outside [1, 8]");
+  require(K % 32 == 0, op, "K = " + std::to_string(K) + " is not a multiple of 32");
+  require(n_seg >= 1 && n_seg <= 3, op, "1 to 3 weight matrices");
+  require(!glu || (n_seg == 2 && M[0] == M[1]), op, "glu needs two matrices of equal rows");
+  require_view(xq, q8_activation_bytes(K, N), op, "quantized activations");
+  const uint32_t kRows = matvec_rows();
+  uint32_t groups[3] = {0, 0, 0}, ys[3] = {0, 0, 0};
+  for (uint32_t i = 0; i < n_seg; ++i) {
+    require(M[i] >= 1, op, "a matrix without rows");
+    require_view(w[i], row_size(wtype, K) * M[i], op, "weights");
+    ys[i] = y_stride && y_stride[i] ? y_stride[i] : M[i];
+    if (!(glu && i == 1)) require_view(y[i], ((size_t)(N - 1) * ys[i] + M[i]) * 4, op, "output");
+    groups[i] = glu && i > 0 ? 0 : ceil_div(M[i], kRows);
+  }
+  const uint32_t spec[] = {64, N, kRows, n_seg, glu ? 1u : 0u};
+  const Pipeline& p =
+      rec.device().pipeline(std::string("mul_mat_vec_q8_") + format_suffix(wtype), spec, 7, 48);
+  const uint32_t g0 = glu ? 0xFFFFFFFFu : groups[0], g1 = groups[0] + groups[1];
+  const Grid g = fold((uint64_t)groups[0] + groups[1] + groups[2]);
+  const uint32_t push[] = {M[0],        M[1],  M[2],  K,     (uint32_t)row_size(wtype, K),
+                           K / 32 * 10, ys[0], ys[1], ys[2], g.x,
+                           g0,          g1};
+  // Unused bindings: the first weights (read) and xq (never written by the shader).
+  const Arg args[] = {{w[0], false},
+                      {n_seg > 1 ? w[1] : w[0], false},
+                      {n_seg > 2 ? w[2] : w[0], false},
+                      {xq, false},
+                      {y[0], true},
+                      n_seg > 1 && !glu ? Arg{y[1], true} : Arg{xq, false},
+                      n_seg > 2 ? Arg{y[2], true} : Arg{xq, false}};
+  rec.dispatch(p, args, push, sizeof push, g.x, g.y);
+}
+
 void mul_mat_vec_q8(Recorder& rec, TensorType wtype, View w, View xq, View y, uint32_t M,
                     uint32_t K, uint32_t N, uint32_t y_stride) {
-  if (!y_stride) y_stride = M;
-  require(int_dot_supported(rec.device(), wtype), "mul_mat_vec_q8",
-          "needs integer dot products on the device and Q4_0/Q8_0 weights");
-  require(N >= 1 && N <= 8, "mul_mat_vec_q8", "N = " + std::to_string(N) + " outside [1, 8]");
-  require(K % 32 == 0, "mul_mat_vec_q8", "K = " + std::to_string(K) + " is not a multiple of 32");
-  require_view(w, row_size(wtype, K) * M, "mul_mat_vec_q8", "weights");
-  require_view(xq, q8_activation_bytes(K, N), "mul_mat_vec_q8", "quantized activations");
-  require_view(y, ((size_t)(N - 1) * y_stride + M) * 4, "mul_mat_vec_q8", "output");
-  constexpr uint32_t kRows = 2;
-  const uint32_t spec[] = {64, N, kRows};
-  const Pipeline& p =
-      rec.device().pipeline(std::string("mul_mat_vec_q8_") + format_suffix(wtype), spec, 3, 24);
-  const Grid g = fold(ceil_div(M, kRows));
-  const uint32_t push[] = {M, K, (uint32_t)row_size(wtype, K), K / 32 * 10, y_stride, g.x};
-  const Arg args[] = {{w, false}, {xq, false}, {y, true}};
-  rec.dispatch(p, args, push, sizeof push, g.x, g.y);
+  mul_mat_vec_q8_impl(rec, wtype, 1, &w, &M, &y, &y_stride, xq, K, N, false);
+}
+
+void mul_mat_vec_q8_multi(Recorder& rec, TensorType wtype, uint32_t n_seg, const View* w,
+                          const uint32_t* M, const View* y, View xq, uint32_t K, uint32_t N,
+                          bool glu) {
+  mul_mat_vec_q8_impl(rec, wtype, n_seg, w, M, y, nullptr, xq, K, N, glu);
 }
 
 void matmul(Recorder& rec, TensorType wtype, View w, View x, View y, uint32_t M, uint32_t K,
@@ -208,10 +256,16 @@ void flash_attn(Recorder& rec, const FlashAttnParams& a) {
     require_view(a.kv_pos, (size_t)a.n_kv * 4, op, "kv_pos");
   }
   require_view(a.q_pos, (size_t)a.n_q * 4, op, "q_pos");
+  const bool q8 = a.out_q8.buffer != nullptr;
+  if (q8) {
+    require(a.out_stride_head == a.head_dim && a.out_stride_token % 32 == 0, op,
+            "Q8 output needs packed heads and rows of a multiple of 32");
+    require_view(a.out_q8, q8_activation_bytes(a.out_stride_token, a.n_q), op, "out_q8");
+  }
   const uint32_t wg = a.head_dim % 64 == 0 ? 64 : 32;
-  const uint32_t spec[] = {wg, a.head_dim};
+  const uint32_t spec[] = {wg, a.head_dim, q8 ? 1u : 0u};
   const Pipeline& p = rec.device().pipeline(
-      std::string("flash_attn_") + (a.kv_type == TensorType::F16 ? "f16" : "q8_0"), spec, 8, 60);
+      std::string("flash_attn_") + (a.kv_type == TensorType::F16 ? "f16" : "q8_0"), spec, 9, 60);
   struct {
     uint32_t n_q, n_head, n_kv_head, n_kv;
     uint32_t qst, qsh, ost, osh, kss, ksh, vss, vsh;
@@ -243,13 +297,14 @@ void flash_attn(Recorder& rec, const FlashAttnParams& a) {
                       {or_dummy(a.n_kv ? a.kv_pos : View{}, d), false},
                       {or_dummy(a.q_group, d), false},
                       {or_dummy(a.kv_group, d), false},
-                      {a.out, true}};
+                      {a.out, true},
+                      q8 ? Arg{a.out_q8, true} : Arg{d, false}};
   rec.dispatch(p, args, &push, sizeof push, a.n_q, a.n_head);
 }
 
 void kv_store(Recorder& rec, TensorType kv_type, View src, View slots, View cache, uint32_t tokens,
               uint32_t n_kv_head, uint32_t head_dim, uint32_t stride_slot, uint32_t stride_head,
-              uint32_t src_stride) {
+              uint32_t src_stride, View src1, View cache1) {
   const char* op = "kv_store";
   if (!src_stride) src_stride = n_kv_head * head_dim;
   require(kv_type == TensorType::F16 || kv_type == TensorType::Q8_0, op,
@@ -258,19 +313,154 @@ void kv_store(Recorder& rec, TensorType kv_type, View src, View slots, View cach
   require(stride_slot % 4 == 0 && stride_head % 4 == 0, op,
           "cache strides must be multiples of 4 bytes");
   require(row_size(kv_type, head_dim) % 4 == 0, op, "cache rows must be a multiple of 4 bytes");
+  require(!src1.buffer == !cache1.buffer, op, "give both src1 and cache1 or neither");
   if (tokens == 0) return;
-  require_view(src, ((size_t)(tokens - 1) * src_stride + (size_t)n_kv_head * head_dim) * 4, op,
-               "src");
+  const size_t src_bytes = ((size_t)(tokens - 1) * src_stride + (size_t)n_kv_head * head_dim) * 4;
+  require_view(src, src_bytes, op, "src");
+  if (src1.buffer) require_view(src1, src_bytes, op, "src1");
   require_view(slots, (size_t)tokens * 4, op, "slots");
   const Pipeline& p = rec.device().pipeline(
-      std::string("kv_store_") + (kv_type == TensorType::F16 ? "f16" : "q8_0"), {}, 3, 24);
+      std::string("kv_store_") + (kv_type == TensorType::F16 ? "f16" : "q8_0"), {}, 5, 24);
   const uint32_t push[] = {tokens, n_kv_head, head_dim, src_stride, stride_slot, stride_head};
-  const Arg args[] = {{src, false}, {slots, false}, {cache, true}};
+  // Without a second tensor its bindings repeat the first (z = 1 is not dispatched).
+  const bool two = src1.buffer != nullptr;
+  const Arg args[] = {{src, false},
+                      {slots, false},
+                      {cache, true},
+                      {two ? src1 : src, false},
+                      two ? Arg{cache1, true} : Arg{src, false}};
   // F16: a thread per word of the cache rows; Q8_0: a thread per row.
   const uint64_t threads =
       (uint64_t)tokens * n_kv_head * (kv_type == TensorType::F16 ? head_dim / 2 : 1);
   const Grid g = fold(ceil_div(threads, 64));
-  rec.dispatch(p, args, push, sizeof push, g.x, g.y);
+  rec.dispatch(p, args, push, sizeof push, g.x, g.y, two ? 2 : 1);
+}
+
+bool norm_chain_supported(const Device& dev, uint32_t n) {
+  (void)dev;
+  return n % 4 == 0 && n > 0 && n <= 512 * 4 * 16;
+}
+
+void norm_chain(Recorder& rec, const NormChain& c) {
+  const char* op = "norm_chain";
+  require(norm_chain_supported(rec.device(), c.n), op,
+          "row length " + std::to_string(c.n) + " is not a multiple of 4 in [4, 32768]");
+  require(!c.xq.buffer || c.n % 32 == 0, op, "Q8 output needs rows of a multiple of 32");
+  require(!c.norm2 || c.a.buffer, op, "the second norm needs an output");
+  if (c.rows == 0) return;
+  const size_t bytes = (size_t)c.n * c.rows * 4;
+  require_view(c.x, bytes, op, "x");
+  require_view(c.h, bytes, op, "h");
+  if (c.res.buffer) require_view(c.res, bytes, op, "res");
+  if (c.norm2) require_view(c.a, bytes, op, "a");
+  if (c.norm1 && c.w1.buffer) require_view(c.w1, (size_t)c.n * 4, op, "w1");
+  if (c.norm2 && c.w2.buffer) require_view(c.w2, (size_t)c.n * 4, op, "w2");
+  if (c.xq.buffer) require_view(c.xq, q8_activation_bytes(c.n, c.rows), op, "xq");
+  // About 8 elements (2 vec4) per thread: 32 threads for 256, 512 for 3840.
+  const uint32_t n4 = c.n / 4;
+  uint32_t wg = 32;
+  while (wg < 512 && wg * 2 < n4 && wg * 2 <= rec.device().info().max_workgroup_invocations)
+    wg *= 2;
+  const uint32_t items = ceil_div(n4, wg);
+  const bool has_w1 = c.norm1 && c.w1.buffer, has_w2 = c.norm2 && c.w2.buffer;
+  const uint32_t spec[] = {wg,
+                           items,
+                           c.norm1 ? 1u : 0u,
+                           has_w1 ? 1u : 0u,
+                           c.res.buffer ? 1u : 0u,
+                           c.norm2 ? 1u : 0u,
+                           has_w2 ? 1u : 0u,
+                           c.xq.buffer ? 1u : 0u};
+  const Pipeline& p = rec.device().pipeline("norm_chain", spec, 7, 24);
+  const Grid g = fold(c.rows);
+  struct {
+    uint32_t n, rows, gx;
+    float eps1, eps2, s;
+  } push{c.n, c.rows, g.x, c.eps1, c.eps2, c.s};
+  const View& d = c.x;  // stand-in for absent inputs (never read)
+  const Arg args[] = {{c.x, false},
+                      {has_w1 ? c.w1 : d, false},
+                      {c.res.buffer ? c.res : d, false},
+                      {c.h, true},
+                      {has_w2 ? c.w2 : d, false},
+                      c.norm2 ? Arg{c.a, true} : Arg{d, false},
+                      c.xq.buffer ? Arg{c.xq, true} : Arg{d, false}};
+  rec.dispatch(p, args, &push, sizeof push, g.x, g.y);
+}
+
+void head_norm_rope(Recorder& rec, const HeadNormRope& h) {
+  const char* op = "head_norm_rope";
+  require(h.head_dim % 2 == 0 && h.head_dim >= 2, op, "odd head_dim");
+  require(h.head_dim <= 4096, op, "head_dim above 4096");
+  if (h.tokens == 0) return;
+  const size_t qs = (size_t)h.n_q_head * h.head_dim, ks = (size_t)h.n_k_head * h.head_dim,
+               vs = (size_t)h.n_v_head * h.head_dim;
+  if (qs)
+    require_view(h.q, qs * h.tokens * 4, op, "q"),
+        require_view(h.q_out, qs * h.tokens * 4, op, "q_out");
+  if (ks)
+    require_view(h.k, ks * h.tokens * 4, op, "k"),
+        require_view(h.k_out, ks * h.tokens * 4, op, "k_out");
+  if (vs)
+    require_view(h.v, vs * h.tokens * 4, op, "v"),
+        require_view(h.v_out, vs * h.tokens * 4, op, "v_out");
+  for (const View* w : {&h.wq, &h.wk, &h.wv}) {
+    if (w->buffer) require_view(*w, (size_t)h.head_dim * 4, op, "weight");
+  }
+  require_view(h.pos, (size_t)h.tokens * 4, op, "positions");
+  const bool roped = (qs && h.rope_q) || (ks && h.rope_k);
+  if (roped) require_view(h.inv_freq, (size_t)h.head_dim / 2 * 4, op, "inv_freq");
+  const bool store = h.kv_type != TensorType::F32;
+  if (store) {
+    require(h.kv_type == TensorType::F16 || h.kv_type == TensorType::Q8_0, op,
+            "KV type must be F16 or Q8_0");
+    require(h.head_dim % 32 == 0 && row_size(h.kv_type, h.head_dim) % 4 == 0, op,
+            "cache rows must be whole blocks and a multiple of 4 bytes");
+    require(h.stride_slot % 4 == 0 && h.stride_head % 4 == 0, op,
+            "cache strides must be multiples of 4 bytes");
+    require_view(h.slots, (size_t)h.tokens * 4, op, "slots");
+    if (ks) require(h.k_cache.buffer != nullptr, op, "k_cache is missing");
+    if (vs) require(h.v_cache.buffer != nullptr, op, "v_cache is missing");
+  }
+  const uint32_t half = h.head_dim / 2;
+  uint32_t wg = 32;
+  while (wg < 256 && wg * 2 <= half) wg *= 2;
+  const uint32_t spec[] = {wg, ceil_div(half, wg),
+                           store ? (h.kv_type == TensorType::F16 ? 1u : 2u) : 0u};
+  const Pipeline& p = rec.device().pipeline("head_norm_rope", spec, 14, 52);
+  const uint32_t heads = h.n_q_head + h.n_k_head + h.n_v_head;
+  if (heads == 0) return;
+  const Grid g = fold((uint64_t)h.tokens * heads);
+  const uint32_t flags = (qs && h.wq.buffer ? 1u : 0u) | (ks && h.wk.buffer ? 2u : 0u) |
+                         (vs && h.wv.buffer ? 4u : 0u) | (qs && h.rope_q ? 8u : 0u) |
+                         (ks && h.rope_k ? 16u : 0u);
+  struct {
+    uint32_t tokens, head_dim, nq, nk, nv, qst, kst, vst, flags, gx;
+    float eps;
+    uint32_t stride_slot, stride_head;
+  } push{h.tokens,     h.head_dim,    h.n_q_head,   h.n_k_head, h.n_v_head,
+         (uint32_t)qs, (uint32_t)ks,  (uint32_t)vs, flags,      g.x,
+         h.eps,        h.stride_slot, h.stride_head};
+  static_assert(sizeof push == 52);
+  // Absent parts and weights are bound to the positions (read-only, never read for them).
+  const View& d = h.pos;
+  auto in = [&](const View& v, bool use) { return Arg{use ? v : d, false}; };
+  auto out = [&](const View& v, bool use) { return use ? Arg{v, true} : Arg{d, false}; };
+  const Arg args[] = {in(h.q, qs),
+                      in(h.k, ks),
+                      in(h.v, vs),
+                      in(h.wq, flags & 1u),
+                      in(h.wk, flags & 2u),
+                      in(h.wv, flags & 4u),
+                      {h.pos, false},
+                      in(h.inv_freq, roped),
+                      out(h.q_out, qs),
+                      out(h.k_out, ks),
+                      out(h.v_out, vs),
+                      in(h.slots, store),
+                      out(h.k_cache, store && ks),
+                      out(h.v_cache, store && vs)};
+  rec.dispatch(p, args, &push, sizeof push, g.x, g.y);
 }
 
 void rms_norm(Recorder& rec, View x, View w, View y, uint32_t n, uint32_t rows, float eps) {

@@ -35,6 +35,15 @@ size_t q8_activation_bytes(uint32_t K, uint32_t N);  // size of xq
 void quantize_q8(Recorder& rec, View x, View xq, uint32_t K, uint32_t N, uint32_t x_stride = 0);
 void mul_mat_vec_q8(Recorder& rec, TensorType wtype, View w, View xq, View y, uint32_t M,
                     uint32_t K, uint32_t N, uint32_t y_stride = 0);
+// Several matrices of one input in one dispatch (Q/K/V, gate/up): n_seg in [1, 3] weights
+// w[i] (all of `wtype`, M[i] rows of K) into y[i] (N columns of M[i] floats, packed). glu
+// (n_seg = 2, M[0] = M[1]): y[0] = gelu_tanh(w[0] x) * (w[1] x) (geglu), y[1] unused.
+// Weight rows per workgroup of mul_mat_vec_q8 (default 2, environment QGEMMA_VK_MV_ROWS).
+uint32_t matvec_rows();
+void set_matvec_rows(uint32_t rows);  // 1..16 (tests, measurements)
+void mul_mat_vec_q8_multi(Recorder& rec, TensorType wtype, uint32_t n_seg, const View* w,
+                          const uint32_t* M, const View* y, View xq, uint32_t K, uint32_t N,
+                          bool glu = false);
 
 // The matmul the graph runtime calls: mul_mat_vec for N <= 8 (through the integer path when
 // the device has it, the format allows it and `q8_scratch` (q8_activation_bytes) is given),
@@ -59,19 +68,64 @@ struct FlashAttnParams {
   float scale = 1.0f;
   View out;                                            // f32
   uint32_t out_stride_token = 0, out_stride_head = 0;  // floats
+  // Optional: the output also as Q8 blocks (quantize_q8's layout, rows of out_stride_token
+  // values) for the integer-dot output projection; needs out_stride_head == head_dim and
+  // out_stride_token % 32 == 0.
+  View out_q8;
 };
 void flash_attn(Recorder& rec, const FlashAttnParams& a);
 
 // Stores src [tokens][n_kv_head * head_dim] (f32, src_stride floats per token; 0: packed) into
 // the cache rows of slots[t] (int32 [tokens]): F16, or Q8_0 exactly as quantize_row_q8_0_ref.
 // Row starts (slot * stride_slot + head * stride_head) must be multiples of 4 bytes.
+// src1 / cache1 given: a second tensor of the same shape (V) stored in the same dispatch.
 void kv_store(Recorder& rec, TensorType kv_type, View src, View slots, View cache, uint32_t tokens,
               uint32_t n_kv_head, uint32_t head_dim, uint32_t stride_slot, uint32_t stride_head,
-              uint32_t src_stride = 0);
+              uint32_t src_stride = 0, View src1 = {}, View cache1 = {});
 
 // ---- row ops (kernels/ops/ops.h) ----------------------------------------------------------
 // rows x n floats, contiguous; w: [n] or none. Per-head norms: n = head_dim, rows = heads.
 void rms_norm(Recorder& rec, View x, View w, View y, uint32_t n, uint32_t rows, float eps);
+// The decoder's norm chain in one dispatch (shaders/norm_chain.comp), per row of n floats
+// (n % 4 == 0; with xq, n % 32 == 0):
+//   v = x; if norm1: v = rmsnorm(v, eps1) * w1 (w1 optional); if res: v = res + v; v *= s;
+//   h = v; if norm2: a = v = rmsnorm(v, eps2) * w2 (w2 optional); if xq: xq = Q8 blocks of v
+// (the layout of quantize_q8). h, a and xq must not overlap any input.
+struct NormChain {
+  View x;
+  bool norm1 = true;
+  View w1;
+  float eps1 = 1e-6f;
+  View res;  // residual added after norm1, or none
+  float s = 1.0f;
+  View h;  // required
+  bool norm2 = false;
+  View w2;
+  float eps2 = 1e-6f;
+  View a;   // required when norm2
+  View xq;  // optional
+  uint32_t n = 0, rows = 0;
+};
+bool norm_chain_supported(const Device& dev, uint32_t n);
+void norm_chain(Recorder& rec, const NormChain& c);
+
+// Per-head RmsNorm (+ RoPE) of Q, K and V in one dispatch (shaders/head_norm_rope.comp):
+//   q_out = rope(rmsnorm(q) * wq), k_out = rope(rmsnorm(k) * wk), v_out = rmsnorm(v) * wv
+// each [tokens][heads][head_dim] (packed); weights optional, n_v_head = 0 for no V, RoPE
+// (NeoX pairing, rope()'s table) only where rope_q / rope_k. Outputs may alias their input.
+// kv_type F16 / Q8_0: k_out and v_out rows are also stored into k_cache / v_cache as kv_store
+// does (slots int32 [tokens], strides in bytes); F32: no store.
+struct HeadNormRope {
+  View q, k, v, wq, wk, wv, pos, inv_freq, q_out, k_out, v_out;
+  uint32_t tokens = 0, head_dim = 0, n_q_head = 0, n_k_head = 0, n_v_head = 0;
+  bool rope_q = true, rope_k = true;
+  float eps = 1e-6f;
+  TensorType kv_type = TensorType::F32;
+  View slots, k_cache, v_cache;
+  uint32_t stride_slot = 0, stride_head = 0;
+};
+void head_norm_rope(Recorder& rec, const HeadNormRope& h);
+
 void layer_norm(Recorder& rec, View x, View w, View b, View y, uint32_t n, uint32_t rows,
                 float eps);
 void softmax(Recorder& rec, View x, View y, uint32_t n, uint32_t rows);

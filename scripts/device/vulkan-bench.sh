@@ -4,7 +4,12 @@
 #   1. `qgemma devices` (the GPU must be listed, type discrete) and its measured read bandwidth;
 #   2. `qgemma bench --backend vulkan -p 512 -n 128` on the synthetic 12B Q4_0 and decode's
 #      fraction of the measured bandwidth (bytes of weights per token / bandwidth);
-#   3. one more run with QGEMMA_VK_PROFILE=1: GPU time per pipeline for prefill and decode;
+#   2b. decode A/B, -p 0 -n 64 -r 2 each (VKB_AB_MODES, default "fused unfused rows4"): fused
+#      (the default), unfused (QGEMMA_VK_NO_FUSE=1: one dispatch per graph node, the decode
+#      structure before fusion), rowsN (QGEMMA_VK_MV_ROWS=N weight rows per workgroup of the
+#      int8 matrix-vector shader instead of 2);
+#   3. one more run with QGEMMA_VK_PROFILE=1: GPU time per pipeline for prefill and decode, and
+#      the dispatches and barriers per decode token (fused and unfused);
 #   4. the shader tests (tests/vulkan) run on the GPU instead of lavapipe.
 #
 # Assumptions (the device machine has no compiler toolchain we rely on, and no network):
@@ -107,6 +112,22 @@ for r in rows:
     print(line)
 PY
 
+# --- 2b. fusion A/B (decode only) ---------------------------------------------------------------
+echo "[${SECONDS}s] step 2b"
+if [ -z "${VKB_SKIP_AB:-}" ]; then
+  for mode in ${VKB_AB_MODES:-fused unfused rows4}; do
+    case $mode in
+      unfused) envs=QGEMMA_VK_NO_FUSE=1 ;;
+      rows*) envs=QGEMMA_VK_MV_ROWS=${mode#rows} ;;
+      *) envs=QGEMMA_VK_AB=fused ;;
+    esac
+    env $envs "$QGEMMA" bench -m "$MODEL" \
+      --backend vulkan --device "$DEV" -p 0 -n "${VKB_AB_N:-64}" -r 2 --no-bandwidth \
+      2> "$RESULTS/ab-$mode.err" | grep -E '^\| .*tg' | sed "s/^/$mode: /" \
+      || echo "vulkan-bench: $mode decode run failed"
+  done
+fi
+
 # --- 3. where decode and prefill time goes (GPU timestamps per pipeline) -------------------------
 echo "[${SECONDS}s] step 3"
 if [ -z "${VKB_SKIP_PROFILE:-}" ]; then
@@ -114,6 +135,13 @@ if [ -z "${VKB_SKIP_PROFILE:-}" ]; then
     -n "${VKB_PROFILE_N:-32}" -r 1 > "$RESULTS/profile-bench.md" 2> "$RESULTS/profile.txt" \
     || echo "vulkan-bench: profiled run failed"
   head -n "${VKB_PROFILE_LINES:-45}" "$RESULTS/profile.txt"
+  grep -E '^per .* run:' "$RESULTS/profile.txt"  # dispatches and barriers per run (token)
+  # The same counts without fusion (decode only, short).
+  QGEMMA_VK_NO_FUSE=1 QGEMMA_VK_PROFILE=1 "$QGEMMA" bench -m "$MODEL" --backend vulkan \
+    --device "$DEV" -p 0 -n 8 -r 1 --no-bandwidth > /dev/null 2> "$RESULTS/profile-unfused.txt" \
+    || echo "vulkan-bench: unfused profiled run failed"
+  grep -E '^per decode run:' "$RESULTS/profile-unfused.txt" | sed 's/^/unfused: /'
+  grep -E 'decode' "$RESULTS/profile-unfused.txt" | head -n 12 | sed 's/^/unfused: /'
 fi
 # --- 4. shader tests on the GPU (last: the numbers above matter most if time runs out) ----------------------------------------------------------------
 echo "[${SECONDS}s] step 4"

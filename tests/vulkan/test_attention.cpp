@@ -125,8 +125,38 @@ void run(const Config& c, uint32_t seed) {
   p.out_stride_head = a.out_stride_head;
   Recorder rec(dev);
   flash_attn(rec, p);
+  // The same with the Q8 copy of the output (the decoder's fused quantization for the output
+  // projection): its words must be quantize_q8's of the float output it wrote.
+  const uint32_t K = (uint32_t)a.out_stride_token;
+  Buffer ob2 = gpu_zeros(q.size() * 4), xq = gpu_zeros(q8_activation_bytes(K, c.n_q)),
+         xq_ref = gpu_zeros(q8_activation_bytes(K, c.n_q));
+  FlashAttnParams p2 = p;
+  p2.out = ob2;
+  p2.out_q8 = xq;
+  flash_attn(rec, p2);
+  quantize_q8(rec, ob2, xq_ref, K, c.n_q);
   rec.submit_and_wait();
   const std::vector<float> got = from_gpu<float>(ob, q.size());
+  {
+    const size_t words = q8_activation_bytes(K, c.n_q) / 4;
+    const std::vector<uint32_t> gq = from_gpu<uint32_t>(xq, words),
+                                wq = from_gpu<uint32_t>(xq_ref, words);
+    int bad = 0;
+    for (size_t i = 0; i < words && bad < 5; ++i) {
+      if (gq[i] != wq[i]) {
+        ADD_FAILURE() << c.name << ": q8 word " << i << " got " << gq[i] << " want " << wq[i];
+        ++bad;
+      }
+    }
+    const std::vector<float> got2 = from_gpu<float>(ob2, q.size());
+    for (size_t i = 0; i < got2.size() && bad < 5; ++i) {
+      if (!(std::fabs(got2[i] - want[i]) <= 2e-4f)) {
+        ADD_FAILURE() << c.name << " (q8 out): element " << i << " got " << got2[i] << " want "
+                      << want[i];
+        ++bad;
+      }
+    }
+  }
 
   // Outputs are convex combinations of V values in [-2, 2]; f32 rounding of long dot
   // products and exponentials: 2e-4 absolute.

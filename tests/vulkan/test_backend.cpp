@@ -32,6 +32,7 @@ struct Case {
   const char* type;
   float tol;  // max |cpu - gpu| over a step's logits, relative to max |logit|
   TensorType kv = TensorType::F16;
+  int64_t n_batch = 4;  // > 8: prefill through mul_mm (fused norms without Q8)
 };
 
 void run_case(const Case& cs) {
@@ -47,7 +48,7 @@ void run_case(const Case& cs) {
   auto model = Model::load(path);
   std::filesystem::remove(path);
   const ModelConfig& c = model->config();
-  const int64_t n_ctx = 64, n_batch = 4;
+  const int64_t n_ctx = 64, n_batch = cs.n_batch;
   ThreadPool pool(2);
   CpuBackend cpu(c, pool);
   KvCache kv(c, n_ctx, n_batch, cs.kv);
@@ -104,6 +105,64 @@ void run_case(const Case& cs) {
               cs.type, std::string(type_traits(cs.kv).name).c_str(), worst);
 }
 
+// Fusion (VulkanBackend::fuse): the decode graph of `tiny` q4_0 (int-dot path) runs in far
+// fewer dispatches and barriers than one per node, with the same logits as the unfused run up
+// to rounding, and both match the CPU (run_case above runs fused).
+TEST(VulkanBackend, FusedDecodeHasFewerDispatchesAndSameLogits) {
+  Device& dev = test_device();
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("qgemma-vk-fuse-" + std::to_string(getpid()) + ".gguf"))
+                               .string();
+  SynthOptions so;
+  so.preset = "tiny";
+  so.type = TensorType::Q4_0;
+  synth_write(path, so);
+  auto model = Model::load(path);
+  std::filesystem::remove(path);
+  const ModelConfig& c = model->config();
+  VulkanBackend fused(dev, c, 32, 4, TensorType::F16), plain(dev, c, 32, 4, TensorType::F16);
+  plain.set_fusion(false);
+  const std::vector<int32_t> prompt = {2, 105, 300, 17};
+  std::vector<int32_t> pos = {0, 1, 2, 3};
+  const Graph gp = build_gemma4(c, model->weights(), 4, 1);
+  const MemoryPlan pp = plan_memory(gp);
+  fused.run(gp, pp, prompt.data(), pos.data());
+  plain.run(gp, pp, prompt.data(), pos.data());
+  const Graph g = build_gemma4(c, model->weights(), 1, 1);
+  const MemoryPlan plan = plan_memory(g);
+  int32_t tok = 7;
+  for (int step = 0; step < 3; ++step) {
+    const int32_t p = 4 + step;
+    const float* a = fused.run(g, plan, &tok, &p);
+    const std::vector<float> fa(a, a + c.n_vocab);
+    const float* b = plain.run(g, plan, &tok, &p);
+    float maxabs = 0, maxdiff = 0;
+    for (int64_t i = 0; i < c.n_vocab; ++i) {
+      maxabs = std::max(maxabs, std::fabs(b[i]));
+      maxdiff = std::max(maxdiff, std::fabs(fa[i] - b[i]));
+    }
+    EXPECT_LE(maxdiff, 5e-2f * maxabs) << "step " << step;
+    tok = static_cast<int32_t>(argmax_f32_ref(fa.data(), c.n_vocab));
+  }
+  std::printf("[ vulkan   ] tiny q4_0 decode: %u dispatches / %u barriers fused, %u / %u plain\n",
+              fused.last_dispatches(), fused.last_barriers(), plain.last_dispatches(),
+              plain.last_barriers());
+  // Per layer: Q/K/V, head norms + RoPE + K/V store, attention (+ Q8), O, norm chain, gate/up
+  // + GeGLU, quantize, down, norm chain (with the next layer's norm) = 9, plus the embedding,
+  // the first norm, the logits and the softcap.
+  EXPECT_LE(fused.last_dispatches(), 9u * c.n_layer + 4);
+  EXPECT_LT(2 * fused.last_dispatches(), plain.last_dispatches());
+  EXPECT_LT(fused.last_barriers(), plain.last_barriers());
+  // The groups: every node in exactly one, in order.
+  const auto groups = fused.fuse(g);
+  int next = 0;
+  for (const auto& f : groups) {
+    EXPECT_EQ(f.first, next);
+    next += f.count;
+  }
+  EXPECT_EQ(next, static_cast<int>(g.nodes.size()));
+}
+
 // Float weights: the same arithmetic up to summation order.
 TEST(VulkanBackend, TinyF32) { run_case({"tiny", "f32", 1e-4f}); }
 // Quantized weights: both sides quantize activations to 8 bits (Q8_0 on both for Q4_0/Q8_0,
@@ -117,6 +176,9 @@ TEST(VulkanBackend, TinyQ4_0) { run_case({"tiny", "q4_0", 5e-2f}); }
 TEST(VulkanBackend, TinyQ4_K) { run_case({"tiny", "q4_k", 5e-2f}); }
 TEST(VulkanBackend, SmallQ8_0) { run_case({"small", "q8_0", 5e-2f}); }
 TEST(VulkanBackend, TinyQ4_0WithQ8_0Cache) { run_case({"tiny", "q4_0", 5e-2f, TensorType::Q8_0}); }
+// Prefill batches of 12 tokens (the tiled mul_mm path, norm chains and head norms + cache store
+// fused over 12 rows), then decode.
+TEST(VulkanBackend, TinyQ4_0Batch12) { run_case({"tiny", "q4_0", 5e-2f, TensorType::Q8_0, 12}); }
 
 }  // namespace
 }  // namespace qgemma::vk

@@ -136,7 +136,9 @@ TEST(VulkanDevice, EveryShaderIsEmbedded) {
                             "softmax",
                             "argmax",
                             "get_rows_q4_k",
-                            "get_rows_f32"};
+                            "get_rows_f32",
+                            "norm_chain",
+                            "head_norm_rope"};
   for (const char* name : expected) {
     const ShaderModuleWords& m = find_shader(name);
     ASSERT_GT(m.count, 5u) << name;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/matmul/matmul.h"
+#include "kernels/ops/ops.h"
 #include "kernels/quant/quant.h"
 #include "runtime/vulkan/ops.h"
 #include "vulkan/vk_fixture.h"
@@ -203,6 +204,100 @@ TEST(VulkanMatmul, IntegerDotPathMatchesMatmulRef) {
             "mul_mat_vec_q8 " + name(t) + " K=" + std::to_string(K) + " N=" + std::to_string(N));
       }
     }
+}
+
+// Several matrices of one input in one dispatch (Q/K/V: 3 segments of ragged row counts;
+// gate/up + GeGLU) against matmul_ref on the same Q8_0 activations (and geglu_tanh_f32_ref).
+TEST(VulkanMatmul, MultiMatrixAndGluDispatchesMatchMatmulRef) {
+  Device& dev = test_device();
+  if (!dev.info().int_dot) {
+    GTEST_SKIP() << dev.info().name << " has no shaderIntegerDotProduct";
+  }
+  uint32_t seed = 500;
+  const uint32_t default_rows = matvec_rows();
+  // Rows per workgroup: the default and an odd QGEMMA_VK_MV_ROWS alternative (segments of 8
+  // and 13 rows then end inside a workgroup's rows). More values cost minutes of pipeline
+  // compilation on lavapipe with a cold cache.
+  for (uint32_t rows_per_group : {2u, 3u})
+    for (TensorType t : {TensorType::Q4_0, TensorType::Q8_0}) {
+      set_matvec_rows(rows_per_group);
+      const uint32_t K = 224;
+      for (uint32_t N : {1u, 3u}) {
+        // Fewer pipelines (lavapipe compiles each for seconds): Q8_0 at N = 1, rows 3 at Q4_0 N
+        // = 3.
+        if (t == TensorType::Q8_0 && N != 1) continue;
+        if (rows_per_group != 2 && (t != TensorType::Q4_0 || N != 3)) continue;
+        const std::vector<float> x = random_floats((size_t)N * K, seed++);
+        std::vector<block_q8_0> xq_cpu((size_t)N * K / 32);
+        for (uint32_t n = 0; n < N; ++n)
+          quantize_row_q8_0_ref(x.data() + (size_t)n * K, xq_cpu.data() + (size_t)n * K / 32, K);
+        auto ref = [&](const Weights& w, uint32_t M) {
+          std::vector<float> y((size_t)N * M);
+          MatmulArgs a;
+          a.w = w.bytes.data();
+          a.x = xq_cpu.data();
+          a.ldx = row_size(TensorType::Q8_0, K);
+          a.y = y.data();
+          a.ldy = M;
+          a.K = K;
+          a.R = N;
+          matmul_ref(t, a, 0, M);
+          return y;
+        };
+        Buffer xb = to_gpu(x), xq = gpu_zeros(q8_activation_bytes(K, N));
+        // Q/K/V-like: 3 segments.
+        const uint32_t M[3] = {53, 8, 13};
+        std::vector<Weights> ws;
+        std::vector<Buffer> wb, yb;
+        View wv[3], yv[3];
+        for (int i = 0; i < 3; ++i) {
+          ws.push_back(make_weights(t, M[i], K, seed++));
+          wb.push_back(to_gpu(ws.back().bytes));
+          yb.push_back(gpu_zeros((size_t)N * M[i] * 4));
+        }
+        for (int i = 0; i < 3; ++i) wv[i] = wb[i], yv[i] = yb[i];
+        // Gate/up + GeGLU.
+        const uint32_t F = 37;
+        const Weights wg = make_weights(t, F, K, seed++), wu = make_weights(t, F, K, seed++);
+        Buffer wgb = to_gpu(wg.bytes), wub = to_gpu(wu.bytes), glu = gpu_zeros((size_t)N * F * 4);
+        const View gw[2] = {wgb, wub}, gy[2] = {glu, glu};
+        const uint32_t FM[2] = {F, F};
+        // Two segments (K/V-less global layer: Q and K).
+        Buffer y2a = gpu_zeros((size_t)N * M[0] * 4), y2b = gpu_zeros((size_t)N * M[1] * 4);
+        const View y2[2] = {y2a, y2b};
+        Recorder rec(dev);
+        quantize_q8(rec, xb, xq, K, N);
+        mul_mat_vec_q8_multi(rec, t, 3, wv, M, yv, xq, K, N);
+        mul_mat_vec_q8_multi(rec, t, 2, gw, FM, gy, xq, K, N, true);
+        mul_mat_vec_q8_multi(rec, t, 2, wv, M, y2, xq, K, N);
+        rec.submit_and_wait();
+        EXPECT_EQ(rec.dispatches(), 4u);
+        EXPECT_EQ(rec.barriers(), 1u);  // the three read one quantized input, write apart
+        const std::string what =
+            name(t) + " N=" + std::to_string(N) + " rows/group=" + std::to_string(rows_per_group);
+        for (int i = 0; i < 3; ++i) {
+          const std::vector<float> want = ref(ws[i], M[i]);
+          const std::vector<float> got = from_gpu<float>(yb[i], want.size());
+          for (size_t e = 0; e < want.size(); ++e)
+            ASSERT_NEAR(got[e], want[e], 1e-4f * (1 + std::fabs(want[e])))
+                << what << " segment " << i << " element " << e;
+        }
+        for (int i = 0; i < 2; ++i) {
+          const std::vector<float> want = ref(ws[i], M[i]);
+          const std::vector<float> got = from_gpu<float>(i ? y2b : y2a, want.size());
+          for (size_t e = 0; e < want.size(); ++e)
+            ASSERT_NEAR(got[e], want[e], 1e-4f * (1 + std::fabs(want[e])))
+                << what << " two segments " << i << " element " << e;
+        }
+        const std::vector<float> g = ref(wg, F), u = ref(wu, F);
+        std::vector<float> want(g.size());
+        geglu_tanh_f32_ref(g.data(), u.data(), want.data(), (int64_t)want.size());
+        const std::vector<float> got = from_gpu<float>(glu, want.size());
+        for (size_t e = 0; e < want.size(); ++e)
+          ASSERT_NEAR(got[e], want[e], 1e-4f * (1 + std::fabs(want[e]))) << what << " glu " << e;
+      }
+    }
+  set_matvec_rows(default_rows);
 }
 
 TEST(VulkanMatmul, RejectsBadShapes) {

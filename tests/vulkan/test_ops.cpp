@@ -256,18 +256,262 @@ TEST(VulkanOps, KvStoreBytesMatchCpu) {
         }
       }
     }
+    // The same rows, reversed, as the second tensor (V) of a two-tensor store.
+    std::vector<float> src_v(src.rbegin(), src.rend());
+    std::vector<uint8_t> want_v(bytes, 0);
+    for (uint32_t tok = 0; tok < tokens; ++tok) {
+      for (uint32_t g = 0; g < n_kv_head; ++g) {
+        const float* s = src_v.data() + ((size_t)tok * n_kv_head + g) * head_dim;
+        uint8_t* d = want_v.data() + ((size_t)g * capacity + slots[tok]) * row;
+        if (t == TensorType::F16) {
+          for (uint32_t i = 0; i < head_dim; ++i) {
+            const f16_bits h = f32_to_f16(s[i]);
+            std::memcpy(d + 2 * i, &h, 2);
+          }
+        } else {
+          quantize_row_q8_0_ref(s, reinterpret_cast<block_q8_0*>(d), head_dim);
+        }
+      }
+    }
     Buffer sb = to_gpu(src), slb = to_gpu(slots), cache = gpu_zeros(bytes);
+    Buffer svb = to_gpu(src_v), cache_k = gpu_zeros(bytes), cache_v = gpu_zeros(bytes);
     Recorder rec(dev);
     kv_store(rec, t, sb, slb, cache, tokens, n_kv_head, head_dim, (uint32_t)row,
              (uint32_t)(row * capacity));
+    kv_store(rec, t, sb, slb, cache_k, tokens, n_kv_head, head_dim, (uint32_t)row,
+             (uint32_t)(row * capacity), 0, svb, cache_v);  // K and V in one dispatch
     rec.submit_and_wait();
-    const std::vector<uint8_t> got = from_gpu<uint8_t>(cache, bytes);
-    int bad = 0;
-    for (size_t i = 0; i < bytes && bad < 5; ++i) {
-      if (got[i] != want[i]) {
-        ADD_FAILURE() << type_traits(t).name << " byte " << i << " got " << int(got[i]) << " want "
-                      << int(want[i]);
-        ++bad;
+    EXPECT_EQ(rec.dispatches(), 2u);
+    auto compare = [&](const Buffer& b, const std::vector<uint8_t>& w, const char* what) {
+      const std::vector<uint8_t> got = from_gpu<uint8_t>(b, bytes);
+      int bad = 0;
+      for (size_t i = 0; i < bytes && bad < 5; ++i) {
+        if (got[i] != w[i]) {
+          ADD_FAILURE() << type_traits(t).name << " " << what << " byte " << i << " got "
+                        << int(got[i]) << " want " << int(w[i]);
+          ++bad;
+        }
+      }
+    };
+    compare(cache, want, "single");
+    compare(cache_k, want, "pair K");
+    compare(cache_v, want_v, "pair V");
+  }
+}
+
+// The fused norm chain against rmsnorm_f32_ref / add / scale / quantize_row_q8_0_ref applied
+// one after the other: the decoder's mid-layer (norm, add, norm, Q8), end of layer (norm, add,
+// scale, norm, Q8), a plain norm + Q8, and prefill-like rows without Q8 or weights (ragged
+// row lengths, rows of several workgroups' worth of elements).
+TEST(VulkanOps, NormChainMatchesSeparateOps) {
+  Device& dev = test_device();
+  struct Case {
+    uint32_t n, rows;
+    bool norm1, w1, add, norm2, w2, q8;
+    float s;
+  } cases[] = {
+      {3840, 1, true, true, true, true, true, true, 1.0f},    // 12B mid-layer
+      {512, 2, true, true, true, true, true, true, 0.7f},     // end of layer, 2 columns
+      {544, 3, true, true, false, false, false, true, 1.0f},  // plain norm + Q8
+      {300, 5, true, false, true, true, true, false, 1.5f},   // no w1, no Q8
+      {4100, 2, true, true, true, true, false, false, 1.0f},  // > 2 vec4 per thread, no w2
+      {96, 4, false, false, true, true, true, true, 0.5f},    // add + scale + norm, no norm1
+  };
+  uint32_t seed = 300;
+  for (const Case& c : cases) {
+    const size_t total = (size_t)c.n * c.rows;
+    const std::vector<float> x = random_floats(total, seed++, -3, 3),
+                             r = random_floats(total, seed++, -2, 2),
+                             w1 = random_floats(c.n, seed++, 0.5f, 1.5f),
+                             w2 = random_floats(c.n, seed++, 0.5f, 1.5f);
+    // Reference: the separate CPU ops.
+    std::vector<float> h(total), a(total);
+    for (uint32_t row = 0; row < c.rows; ++row) {
+      const float* xr = x.data() + (size_t)row * c.n;
+      float* hr = h.data() + (size_t)row * c.n;
+      if (c.norm1) {
+        rmsnorm_f32_ref(xr, c.w1 ? w1.data() : nullptr, hr, c.n, 1e-6f);
+      } else {
+        std::copy(xr, xr + c.n, hr);
+      }
+      for (uint32_t i = 0; i < c.n; ++i) {
+        if (c.add) hr[i] = r[(size_t)row * c.n + i] + hr[i];
+        hr[i] = c.s * hr[i];
+      }
+      if (c.norm2)
+        rmsnorm_f32_ref(hr, c.w2 ? w2.data() : nullptr, a.data() + (size_t)row * c.n, c.n, 1e-5f);
+    }
+    const std::vector<float>& last = c.norm2 ? a : h;
+    Buffer xb = to_gpu(x), rb = to_gpu(r), w1b = to_gpu(w1), w2b = to_gpu(w2);
+    Buffer hb = gpu_zeros(total * 4), ab = gpu_zeros(total * 4);
+    Buffer qb = gpu_zeros(c.q8 ? q8_activation_bytes(c.n, c.rows) : 16);
+    NormChain nc;
+    nc.x = xb;
+    nc.norm1 = c.norm1;
+    if (c.w1) nc.w1 = w1b;
+    if (c.add) nc.res = rb;
+    nc.s = c.s;
+    nc.h = hb;
+    nc.norm2 = c.norm2;
+    if (c.w2) nc.w2 = w2b;
+    nc.eps2 = 1e-5f;
+    if (c.norm2) nc.a = ab;
+    if (c.q8) nc.xq = qb;
+    nc.n = c.n;
+    nc.rows = c.rows;
+    Recorder rec(dev);
+    norm_chain(rec, nc);
+    rec.submit_and_wait();
+    EXPECT_EQ(rec.dispatches(), 1u);
+    const std::string what = "norm_chain n=" + std::to_string(c.n);
+    expect_near_all(from_gpu<float>(hb, total), h, 1e-5f, 1e-5f, what + " h");
+    if (c.norm2) expect_near_all(from_gpu<float>(ab, total), a, 1e-5f, 1e-5f, what + " a");
+    if (c.q8) {
+      // Q8 blocks of the GPU's own float result must be exactly what quantize_q8 makes of it
+      // (the same rounding rule as quantize_row_q8_0_ref); compare with a separate quantize_q8
+      // dispatch over the chain's float output, word for word.
+      Buffer qref = gpu_zeros(q8_activation_bytes(c.n, c.rows));
+      Recorder rec2(dev);
+      quantize_q8(rec2, c.norm2 ? ab : hb, qref, c.n, c.rows);
+      rec2.submit_and_wait();
+      const size_t words = q8_activation_bytes(c.n, c.rows) / 4;
+      const std::vector<uint32_t> got = from_gpu<uint32_t>(qb, words),
+                                  want = from_gpu<uint32_t>(qref, words);
+      int bad = 0;
+      for (size_t i = 0; i < words && bad < 5; ++i) {
+        if (got[i] != want[i]) {
+          ADD_FAILURE() << what << " q8 word " << i << " got " << got[i] << " want " << want[i];
+          ++bad;
+        }
+      }
+      // And the scales against the CPU's quantization of the reference floats.
+      std::vector<block_q8_0> cpu(total / 32);
+      for (uint32_t row = 0; row < c.rows; ++row)
+        quantize_row_q8_0_ref(last.data() + (size_t)row * c.n, cpu.data() + (size_t)row * c.n / 32,
+                              c.n);
+      for (size_t b = 0; b < cpu.size(); ++b) {
+        const float d = f16_to_f32(cpu[b].d);
+        float gd;
+        std::memcpy(&gd, &got[b * 10], 4);
+        EXPECT_NEAR(gd, d, 1e-3f * d + 1e-7f) << what << " block " << b;
+      }
+    }
+  }
+}
+
+// Per-head norm + RoPE of Q and K and norm of V in one dispatch against rmsnorm_heads_f32_ref
+// followed by rope_neox_f32_ref: Gemma 4's sliding layers (head 256, separate V) and global
+// layers (head 512, proportional table, V = the K projection, no V weight), a small head of
+// 64 with two tokens, and a Q-only case; outputs in place and out of place.
+TEST(VulkanOps, HeadNormRopeMatchesSeparateOps) {
+  Device& dev = test_device();
+  struct Case {
+    uint32_t head_dim, nq, nk, nv, tokens, n_rot;
+    float theta;
+    bool v_is_k, in_place;
+  } cases[] = {
+      {256, 4, 2, 2, 1, 256, 1e4f, false, false},
+      {512, 3, 1, 1, 2, 128, 1e6f, true, false},
+      {64, 5, 3, 3, 3, 64, 1e4f, false, true},
+      {128, 2, 0, 0, 2, 128, 1e4f, false, false},
+  };
+  const std::vector<int32_t> pos = {5, 1023, 131071};
+  uint32_t seed = 400;
+  for (const Case& c : cases) {
+    const uint32_t hd = c.head_dim, pairs = hd / 2, T = c.tokens;
+    std::vector<float> inv(pairs);
+    rope_inv_freq(inv.data(), pairs, c.theta, hd, c.n_rot, nullptr);
+    const std::vector<float> q = random_floats((size_t)T * c.nq * hd, seed++, -3, 3),
+                             k = random_floats((size_t)T * c.nk * hd, seed++, -3, 3),
+                             vsep = random_floats((size_t)T * c.nv * hd, seed++, -3, 3),
+                             wq = random_floats(hd, seed++, 0.5f, 1.5f),
+                             wk = random_floats(hd, seed++, 0.5f, 1.5f);
+    const std::vector<float>& v = c.v_is_k ? k : vsep;
+    std::vector<float> qw(q.size()), kw(k.size()), vw(v.size()), cs(pairs), sn(pairs);
+    for (uint32_t t = 0; t < T; ++t) {
+      rmsnorm_heads_f32_ref(q.data() + (size_t)t * c.nq * hd, wq.data(),
+                            qw.data() + (size_t)t * c.nq * hd, c.nq, hd, 1e-6f);
+      rmsnorm_heads_f32_ref(k.data() + (size_t)t * c.nk * hd, wk.data(),
+                            kw.data() + (size_t)t * c.nk * hd, c.nk, hd, 1e-6f);
+      rmsnorm_heads_f32_ref(v.data() + (size_t)t * c.nv * hd, nullptr,
+                            vw.data() + (size_t)t * c.nv * hd, c.nv, hd, 1e-6f);
+      rope_angles_f32_ref(inv.data(), pairs, (float)pos[t], cs.data(), sn.data());
+      rope_neox_f32_ref(qw.data() + (size_t)t * c.nq * hd, c.nq, hd, cs.data(), sn.data());
+      rope_neox_f32_ref(kw.data() + (size_t)t * c.nk * hd, c.nk, hd, cs.data(), sn.data());
+    }
+    Buffer qb = to_gpu(q), kb = to_gpu(k.empty() ? std::vector<float>(4) : k),
+           vb = to_gpu(vsep.empty() ? std::vector<float>(4) : vsep), wqb = to_gpu(wq),
+           wkb = to_gpu(wk), pb = to_gpu(std::vector<int32_t>(pos.begin(), pos.begin() + T)),
+           fb = to_gpu(inv);
+    Buffer qo = gpu_zeros(q.size() * 4 + 16), ko = gpu_zeros(k.size() * 4 + 16),
+           vo = gpu_zeros(v.size() * 4 + 16);
+    HeadNormRope h;
+    h.q = qb;
+    h.k = kb;
+    h.v = c.v_is_k ? kb : vb;
+    h.wq = wqb;
+    h.wk = wkb;
+    h.pos = pb;
+    h.inv_freq = fb;
+    h.q_out = c.in_place ? qb : qo;
+    h.k_out = c.in_place ? kb : ko;
+    h.v_out = c.in_place && !c.v_is_k ? vb : vo;
+    h.tokens = T;
+    h.head_dim = hd;
+    h.n_q_head = c.nq;
+    h.n_k_head = c.nk;
+    h.n_v_head = c.nv;
+    const std::string what = "head_norm_rope hd=" + std::to_string(hd);
+    {
+      Recorder rec(dev);
+      head_norm_rope(rec, h);
+      rec.submit_and_wait();
+      EXPECT_EQ(rec.dispatches(), 1u);
+    }
+    expect_near_all(from_gpu<float>(*h.q_out.buffer, q.size()), qw, 5e-5f, 1e-5f, what + " q");
+    if (c.nk) {
+      expect_near_all(from_gpu<float>(*h.k_out.buffer, k.size()), kw, 5e-5f, 1e-5f, what + " k");
+      expect_near_all(from_gpu<float>(*h.v_out.buffer, v.size()), vw, 1e-5f, 1e-5f, what + " v");
+    }
+    if (!c.nk || c.in_place) continue;
+    // With the K/V cache store (F16 and Q8_0; slots out of order, a ring of T + 2): the cache
+    // bytes must equal kv_store's of the floats the same dispatch wrote (which are the CPU's
+    // conversions, see KvStoreBytesMatchCpu).
+    const std::vector<int32_t> slots = {2, 0, 4};
+    Buffer slb = to_gpu(std::vector<int32_t>(slots.begin(), slots.begin() + T));
+    const uint32_t cap = T + 2;
+    for (TensorType kt : {TensorType::F16, TensorType::Q8_0}) {
+      const size_t row = row_size(kt, hd), bytes = row * cap * c.nk;
+      Buffer kc = gpu_zeros(bytes), vc = gpu_zeros(bytes), kr = gpu_zeros(bytes),
+             vr = gpu_zeros(bytes), q2 = gpu_zeros(q.size() * 4), k2 = gpu_zeros(k.size() * 4),
+             v2 = gpu_zeros(v.size() * 4);
+      HeadNormRope hs = h;
+      hs.q_out = q2;
+      hs.k_out = k2;
+      hs.v_out = v2;
+      hs.kv_type = kt;
+      hs.slots = slb;
+      hs.k_cache = kc;
+      hs.v_cache = vc;
+      hs.stride_slot = (uint32_t)row;
+      hs.stride_head = (uint32_t)(row * cap);
+      Recorder rec(dev);
+      head_norm_rope(rec, hs);
+      kv_store(rec, kt, k2, slb, kr, T, c.nk, hd, (uint32_t)row, (uint32_t)(row * cap), 0, v2, vr);
+      rec.submit_and_wait();
+      expect_near_all(from_gpu<float>(k2, k.size()), kw, 5e-5f, 1e-5f, what + " k (store)");
+      for (int which = 0; which < 2; ++which) {
+        const std::vector<uint8_t> got = from_gpu<uint8_t>(which ? vc : kc, bytes),
+                                   want = from_gpu<uint8_t>(which ? vr : kr, bytes);
+        int bad = 0;
+        for (size_t i = 0; i < bytes && bad < 5; ++i) {
+          if (got[i] != want[i]) {
+            ADD_FAILURE() << what << " " << type_traits(kt).name << (which ? " V" : " K")
+                          << " cache byte " << i << " got " << int(got[i]) << " want "
+                          << int(want[i]);
+            ++bad;
+          }
+        }
       }
     }
   }
