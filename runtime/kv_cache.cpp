@@ -134,15 +134,18 @@ void KvCache::attention_args(int layer, FlashAttnArgs* a) const {
 }
 
 void KvCache::crop(int64_t n) {
+  // Check every layer before changing any, so that a refused crop leaves the cache as it was.
   for (size_t i = 0; i < layers_.size(); ++i) {
-    Layer& l = layers_[i];
-    if (l.newest < n) continue;
-    if (l.ring && l.newest - n > n_batch_) {
+    const Layer& l = layers_[i];
+    if (l.newest >= n && l.ring && l.newest - n > n_batch_) {
       throw Error("KV cache: cannot crop layer " + std::to_string(i) + " from position " +
                   std::to_string(l.newest + 1) + " back to " + std::to_string(n) +
                   ": its ring of " + std::to_string(l.capacity) + " slots keeps only the last " +
                   std::to_string(n_batch_) + " positions beyond the window");
     }
+  }
+  for (Layer& l : layers_) {
+    if (l.newest < n) continue;
     for (int64_t s = 0; s < l.capacity; ++s) {
       if (l.pos[s] >= n) l.pos[s] = -1;
     }

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake ninja-build pkg-config git clang clang-format libclang-rt-14-dev
       libxsimd-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libstb-dev
       libvulkan-dev glslang-tools glslang-dev mesa-vulkan-drivers vulkan-tools
-      g++-aarch64-linux-gnu qemu-user python3 python3-numpy nodejs npm)
+      g++-aarch64-linux-gnu qemu-user python3 python3-numpy nodejs npm libcpp-httplib-dev)
 if [ "${QGEMMA_SKIP_APT:-0}" != 1 ]; then
   missing=()
   for p in "${PKGS[@]}"; do

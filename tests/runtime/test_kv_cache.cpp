@@ -156,7 +156,18 @@ TEST(KvCache, CropDropsPositionsAndRefusesWhatTheRingLost) {
   int held = 0;
   for (int64_t s = 0; s < kv.capacity(0); ++s) held += kv.slot_pos(0, s) >= 17 - c.sliding_window;
   EXPECT_EQ(held, c.sliding_window);
+  std::vector<std::vector<int32_t>> before(c.n_layer);
+  for (int layer = 0; layer < c.n_layer; ++layer) {
+    for (int64_t s = 0; s < kv.capacity(layer); ++s) before[layer].push_back(kv.slot_pos(layer, s));
+  }
   EXPECT_THROW(kv.crop(2), Error);  // 14 positions back: the ring overwrote them
+  // A refused crop changes nothing, in any layer (the global layer 5 could be cropped alone).
+  for (int layer = 0; layer < c.n_layer; ++layer) {
+    for (int64_t s = 0; s < kv.capacity(layer); ++s)
+      EXPECT_EQ(kv.slot_pos(layer, s), before[layer][s]) << "layer " << layer << " slot " << s;
+  }
+  kv.attention_args(5, &a);
+  EXPECT_EQ(a.n_kv, 17);
   kv.clear();
   for (int64_t s = 0; s < kv.capacity(0); ++s) EXPECT_EQ(kv.slot_pos(0, s), -1);
 }
