@@ -73,8 +73,8 @@ struct Avx512 {
 //                                  dimension block are 1 KiB apart, contiguous
 //   acc [head_dim / 16][row][16]   the f32 accumulators, same layout
 //   p   [slot][row]                scores, then probabilities: one vector per slot
-// S = Q K^T: per slot, 16 accumulators (one per row) over the dimensions, each K vector loaded
-// once for the 16 rows, then 16 horizontal sums in one transpose-and-add (hsums). Softmax:
+// F32Math: S = Q K^T per slot, 16 accumulators (one per row) over the dimensions, each K vector
+// loaded once for the 16 rows, then 16 horizontal sums in one transpose-and-add (hsums). Softmax:
 // vertical, one vector per slot; the accumulators are rescaled (inside the PV pass) only when a
 // row's max grows. acc += P V: per dimension block, 16 accumulators in registers over the
 // block's slots, each V vector loaded once for the 16 rows, p broadcast from memory.
@@ -84,21 +84,30 @@ struct Avx512 {
 //  - F32Math: f32 FMAs, F16 rows converted with vcvtph2ps, Q8_0 rows dequantized per block.
 //    Same rounding as the reference up to summation order.
 //  - F16Math (F16 K and V, CPUs with AVX512-FP16, calls for one query token, i.e. decoding,
-//    unless FlashAttnArgs::f32_math): vfmadd231ph, 32 fp16 products per
-//    instruction (twice the f32 rate, no conversion of the cache). q and p are rounded to fp16;
-//    each lane sums at most 16 (q.k) or kHalfBlock (p.v) products in fp16 before the partial sums
-//    go to f32 (the error analysis is in tests/kernels/test_attention.cpp). A non-finite score
-//    (fp16 overflow, |partial sums| > 65504) is recomputed in f32; a chunk whose f32
-//    accumulators end non-finite is rerun with F32Math.
+//    unless FlashAttnArgs::f32_math): vfmadd231ph, 32 fp16 products per instruction (twice the
+//    f32 rate, no conversion of the cache), blocks of up to 64 slots. q and p are rounded to fp16.
+//    Scores in register tiles of 4 slots x 4 rows (8 loads per 16 FMAs); each lane sums at most
+//    16 products, then three pairwise levels in fp16 and the rest in f32 (reduce16: ~60 uops
+//    per 16 scores instead of ~140 for widening every accumulator first). p.v: 16 rows x 32
+//    dimensions in registers over the block's slots, p broadcast by the FMA's {1to32} memory
+//    operand (no shuffle uop; measured at the FMA peak), each lane summing <= kHalfBlock
+//    products in fp16 before the f32 accumulators (the error analysis is in
+//    tests/kernels/test_attention.cpp). Memory: per-thread bandwidth here is bounded by the
+//    line-fill buffers, so the next block's K and V rows are prefetched (to L2) one line per
+//    16 FMAs, alternating K and V, evenly over the block's work (LineCursor); the next 4 K rows
+//    and the next line of each V row go to L1 one step ahead. A non-finite score (fp16
+//    overflow, |partial sums| > 65504) is recomputed in f32 for its 4 slots; a chunk whose f32
+//    accumulators end non-finite is rerun with F32Math. A score depends only on its own row's
+//    q and the slot's K row (plus, on overflow, the f32 redo), never on other queries.
 constexpr int kLanes = 16;  // rows per wide chunk (= f32 lanes of a zmm)
-constexpr int kWideBlockMax = 32;
+constexpr int kWideBlockMax = 64;
 // Chunks of at least this many rows take the wide path: below it the 16-lane work is mostly
 // padding and the row-tiled body is cheaper.
 constexpr int kWideMinRows = 9;
-// fp16 products summed per lane before the partial sums go to f32: 16 steps of 32 lanes cover
-// head_dim 512 in q.k; p.v sums over the slots of a block.
+// q.k: scores are summed per span of head_dim 512 (16 fp16 products per lane, reduce16), spans
+// add in f32. p.v: each lane sums the slots of a block (<= kHalfBlock) in fp16.
 constexpr int kHalfQkSpan = 512;
-constexpr int kHalfBlock = 32;
+constexpr int kHalfBlock = 64;
 
 using Simd = FlashAttnSimd<Avx512>;
 
@@ -175,8 +184,41 @@ struct RowPrefetcher {
 };
 
 // The next block's K and V rows, prefetched a few lines per step of this block's work.
+// F16Math: one line per call (one call per 16 FMAs), alternating between the K and the V rows
+// of the next block (equal row sizes), so both streams advance evenly through the block's work.
+// The cursor is small and copied into the hot loops (kept in registers there).
+struct LineCursor {
+  const char* const* k = nullptr;
+  const char* const* v = nullptr;
+  int n = 0, row = 0;
+  size_t bytes = 0, off = 0;
+  bool odd = false;
+  void one() {
+    if (row >= n) return;
+    _mm_prefetch((odd ? v[row] : k[row]) + off, _MM_HINT_T1);
+    if (odd) {
+      off += 64;
+      if (off >= bytes) {
+        off = 0;
+        ++row;
+      }
+    }
+    odd = !odd;
+  }
+  void rest() {
+    while (row < n) one();
+  }
+};
+
+struct LinePrefetcher {
+  const char* k[kWideBlockMax];
+  const char* v[kWideBlockMax];
+  LineCursor cur;
+};
+
 struct BlockPrefetch {
   RowPrefetcher k, v;
+  LinePrefetcher line;
 };
 
 struct F32Math {
@@ -225,6 +267,7 @@ struct F32Math {
     }
   }
   static int pv_steps(int d) { return d / 16; }
+  static int qk_steps(int nb) { return nb; }
 };
 
 #define QGEMMA_FP16 __attribute__((target("avx512fp16,avx512bw,avx512vl,avx512dq,avx512f")))
@@ -244,52 +287,105 @@ struct F16Math {
     }
   }
 
-  // Sum of the 32 fp16 lanes of x, in f32: the 16 lanes of the result sum to it.
-  QGEMMA_FP16 static __m512 widen(__m512h x) {
-    const __m512i b = _mm512_castph_si512(x);
-    return _mm512_add_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(b)),
-                         _mm512_cvtph_ps(_mm512_extracti64x4_epi64(b, 1)));
+  // Sums of 16 fp16 accumulators: lane L of the result (f32) is the sum of the 32 lanes of
+  // x[kSigma[L]] (kSigma is its own inverse). Three pairwise levels in fp16 (256-, 128-, 64-bit
+  // halves: the lanes then hold sums of 2, 4, 8 of the accumulators' lanes), then f32.
+  static constexpr int kSigma[16] = {0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15};
+  QGEMMA_FP16 static __m512 reduce16(const __m512h* x) {
+    __m512i s[8], t[4], u[2];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+      const __m512i a = _mm512_castph_si512(x[i]), b = _mm512_castph_si512(x[i + 8]);
+      s[i] =
+          _mm512_castph_si512(_mm512_add_ph(_mm512_castsi512_ph(_mm512_shuffle_i64x2(a, b, 0x44)),
+                                            _mm512_castsi512_ph(_mm512_shuffle_i64x2(a, b, 0xEE))));
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      t[i] = _mm512_castph_si512(
+          _mm512_add_ph(_mm512_castsi512_ph(_mm512_shuffle_i64x2(s[i], s[i + 4], 0x88)),
+                        _mm512_castsi512_ph(_mm512_shuffle_i64x2(s[i], s[i + 4], 0xDD))));
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; ++i) {
+      u[i] = _mm512_castph_si512(
+          _mm512_add_ph(_mm512_castsi512_ph(_mm512_unpacklo_epi64(t[i], t[i + 2])),
+                        _mm512_castsi512_ph(_mm512_unpackhi_epi64(t[i], t[i + 2]))));
+    }
+    const __m512 v0 = _mm512_cvtph_ps(_mm512_castsi512_si256(u[0]));
+    const __m512 v1 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(u[0], 1));
+    const __m512 v2 = _mm512_cvtph_ps(_mm512_castsi512_si256(u[1]));
+    const __m512 v3 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(u[1], 1));
+    const __m512 a0 = _mm512_add_ps(_mm512_unpacklo_ps(v0, v2), _mm512_unpackhi_ps(v0, v2));
+    const __m512 a1 = _mm512_add_ps(_mm512_unpacklo_ps(v1, v3), _mm512_unpackhi_ps(v1, v3));
+    return _mm512_add_ps(_mm512_shuffle_ps(a0, a1, 0x44), _mm512_shuffle_ps(a0, a1, 0xEE));
+  }
+
+  // Scores of slots s0 .. s0 + 3 for the 16 rows, 4 rows at a time: register tile of 4 slots x 4
+  // rows (8 loads per 16 FMAs; the 4 K rows stay in L1 across the row groups).
+  template <class E>
+  QGEMMA_FP16 static bool qk4(const Work& w, const E* const* k, const E* const* kn, int d, float* p,
+                              LineCursor& pfc) {
+    LineCursor pf = pfc;
+    bool bad = false;
+    for (int rg = 0; rg < kLanes; rg += 4) {
+      __m512 tot = _mm512_setzero_ps();
+      for (int e0 = 0; e0 < d; e0 += kHalfQkSpan) {
+        const int e1 = std::min(d, e0 + kHalfQkSpan);
+        __m512h acc[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ph();
+        for (int e = e0; e < e1; e += 32) {
+          __m512h kv[4];
+#pragma GCC unroll 4
+          for (int s = 0; s < 4; ++s) kv[s] = _mm512_loadu_ph(k[s] + e);
+          const f16_bits* qe = w.q16 + e * kLanes + rg * 32;
+          _mm_prefetch(reinterpret_cast<const char*>(kn[rg / 4] + e), _MM_HINT_T0);
+          pf.one();
+#pragma GCC unroll 4
+          for (int r = 0; r < 4; ++r) {
+            const __m512h qv = _mm512_load_ph(qe + r * 32);
+#pragma GCC unroll 4
+            for (int s = 0; s < 4; ++s) {
+              acc[kSigma[s * 4 + r]] = _mm512_fmadd_ph(qv, kv[s], acc[kSigma[s * 4 + r]]);
+            }
+          }
+        }
+        tot = _mm512_add_ps(tot, reduce16(acc));
+      }
+      bad |= _mm512_fpclass_ps_mask(tot, 0x99) != 0;
+      alignas(64) float y[16];
+      _mm512_store_ps(y, tot);
+#pragma GCC unroll 4
+      for (int s = 0; s < 4; ++s) {
+        _mm_store_ps(p + s * kLanes + rg, _mm_load_ps(y + s * 4));
+      }
+    }
+    pfc = pf;
+    return bad;
   }
 
   template <class E>
   QGEMMA_FP16 static void qk(const Work& w, const E* const* krow, int nb, int d, float* p,
                              BlockPrefetch& pf) {
-    for (int s = 0; s < nb; ++s) {
-      float* ps = p + s * kLanes;
-      const f16_bits* k = krow[s];
-      __m512 tot = _mm512_setzero_ps();
-      for (int e0 = 0; e0 < d; e0 += kHalfQkSpan) {
-        const int e1 = std::min(d, e0 + kHalfQkSpan);
-        __m512h acc[kLanes];
-#pragma GCC unroll 16
-        for (int r = 0; r < kLanes; ++r) acc[r] = _mm512_setzero_ph();
-        for (int e = e0; e < e1; e += 32) {
-          const __m512h kv = _mm512_loadu_ph(k + e);
-          const f16_bits* qe = w.q16 + e * kLanes;
-#pragma GCC unroll 16
-          for (int r = 0; r < kLanes; ++r) {
-            acc[r] = _mm512_fmadd_ph(_mm512_load_ph(qe + r * 32), kv, acc[r]);
-          }
-        }
-        __m512 f[kLanes];
-#pragma GCC unroll 16
-        for (int r = 0; r < kLanes; ++r) f[r] = widen(acc[r]);
-        alignas(64) float part[kLanes];
-        Avx512::hsums(f, part);
-        tot = _mm512_add_ps(tot, _mm512_load_ps(part));
+    for (int s0 = 0; s0 < nb; s0 += 4) {
+      const E* k[4];
+      const E* kn[4];
+      for (int s = 0; s < 4; ++s) {
+        k[s] = krow[s0 + s < nb ? s0 + s : 0];
+        kn[s] = krow[s0 + 4 + s < nb ? s0 + 4 + s : 0];
       }
-      // fp16 overflow (or a non-finite input): redo this slot in f32.
-      if (_mm512_fpclass_ps_mask(tot, 0x99)) {
-        qk_slot(w.q, krow[s], d, ps);
-      } else {
-        _mm512_store_ps(ps, tot);
+      // fp16 overflow (or a non-finite input): redo these slots in f32.
+      if (qk4(w, k, kn, d, p + s0 * kLanes, pf.line.cur)) {
+        for (int s = s0; s < std::min(nb, s0 + 4); ++s) qk_slot(w.q, krow[s], d, p + s * kLanes);
       }
-      pf.k.tile();
     }
   }
 
   // acc_r[e] = acc_r[e] * fac_r + sum_s p[s][r] v_s[e]: the block's products summed in fp16 per
-  // 32 dimensions, then widened into the f32 accumulators.
+  // 32 dimensions, then widened into the f32 accumulators. p[s][r] is broadcast by the FMA's
+  // memory operand ({1to32}: a load, no shuffle uop). The next line of each V row is prefetched
+  // into L1 one dimension step ahead.
   template <class E>
   QGEMMA_FP16 static void pv(const E* const* v, int nb, int d, const float* p, const float* fac,
                              float* acc, BlockPrefetch& pf, bool) {
@@ -300,13 +396,15 @@ struct F16Math {
                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
     const _Float16* ph = reinterpret_cast<const _Float16*>(p16);
+    LineCursor pfl = pf.line.cur;
     for (int e = 0; e < d; e += 32) {
-      pf.v.tile();
       __m512h a[kLanes];
 #pragma GCC unroll 16
       for (int r = 0; r < kLanes; ++r) a[r] = _mm512_setzero_ph();
       for (int s = 0; s < nb; ++s) {
         const __m512h vv = _mm512_loadu_ph(v[s] + e);
+        _mm_prefetch(reinterpret_cast<const char*>(v[s] + e + 32), _MM_HINT_T0);
+        pfl.one();
         const _Float16* ps = ph + s * kLanes;
 #pragma GCC unroll 16
         for (int r = 0; r < kLanes; ++r) a[r] = _mm512_fmadd_ph(_mm512_set1_ph(ps[r]), vv, a[r]);
@@ -324,8 +422,10 @@ struct F16Math {
                                             _mm512_cvtph_ps(_mm512_extracti64x4_epi64(b, 1))));
       }
     }
+    pfl.rest();
   }
   static int pv_steps(int d) { return d / 32; }
+  static int qk_steps(int nb) { return (nb + 3) / 4; }
 };
 
 // One chunk of rows (all on KV head g) over slots [kv0, kv1): leaves the running max and sum of
@@ -406,7 +506,17 @@ WideState wide_run(const FlashAttnArgs& a, const Simd::Chunk& c, int g, int64_t 
       pf.k.add(kbase + t * a.k_stride_slot);
       pf.v.add(vbase + t * a.v_stride_slot);
     }
-    pf.k.per_tile = (int)((kbytes + 63) / 64 * NB / nb) + 1;
+    if constexpr (std::is_same_v<M, F16Math>) {
+      LineCursor& lc = pf.line.cur;
+      lc.k = pf.line.k;
+      lc.v = pf.line.v;
+      lc.bytes = kbytes;
+      for (int64_t t = j; t < next_end; ++t) {
+        pf.line.k[lc.n] = kbase + t * a.k_stride_slot;
+        pf.line.v[lc.n++] = vbase + t * a.v_stride_slot;
+      }
+    }
+    pf.k.per_tile = (int)((kbytes + 63) / 64 * NB / M::qk_steps(nb)) + 1;
     pf.v.per_tile = (int)((vbytes + 63) / 64 * NB / M::pv_steps(d)) + 1;
 
     M::qk(w, krow, nb, d, w.p, pf);
