@@ -220,8 +220,10 @@ int32_t SpeculativeDecoder::pick(std::span<const float> logits) {
   return greedy_ ? argmax(logits) : sampler_.sample(logits);
 }
 
-int32_t SpeculativeDecoder::start(std::span<const int32_t> prompt) {
+int32_t SpeculativeDecoder::start(std::span<const int32_t> prompt,
+                                  std::span<const int32_t> history) {
   if (prompt.empty()) throw Error("speculative: empty prompt");
+  for (int32_t id : history) sampler_.accept(id);
   for (int32_t id : prompt) sampler_.accept(id);
   const auto t0 = Clock::now();
   std::span<const float> logits = target_.eval(prompt, 1);

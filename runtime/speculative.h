@@ -162,7 +162,9 @@ class SpeculativeDecoder {
                      const SamplingParams& sp);
 
   // Evaluates the prompt (after whatever the session holds) and returns the first token.
-  int32_t start(std::span<const int32_t> prompt);
+  // `history`: tokens already in the session's cache before `prompt` (a reused prefix), which
+  // the repetition penalty counts as if they had been evaluated here.
+  int32_t start(std::span<const int32_t> prompt, std::span<const int32_t> history = {});
   // One round: drafts, verifies, crops; returns the tokens emitted (1 .. k + 1), the last of
   // which is the next round's input token (not yet in the target's cache).
   std::vector<int32_t> step();

@@ -331,13 +331,6 @@ class Engine {
     if (r.cache_prompt) {
       while (keep < cache_.size() && keep < prompt.size() && cache_[keep] == prompt[keep]) ++keep;
       keep = std::min(keep, prompt.size() - 1);
-      // SpeculativeDecoder::start() feeds the repetition penalty's history from the tokens it
-      // evaluates only: evaluate at least the penalty's window so the history is the whole
-      // prompt's (as without the cache).
-      const size_t window = static_cast<size_t>(std::max(r.sp.repeat_last_n, 0));
-      if (draft_src_ && r.sp.repeat_penalty != 1.0f && prompt.size() - keep < window) {
-        keep = prompt.size() > window ? prompt.size() - window : 0;
-      }
     }
     if (keep == 0) {
       session_->reset();
@@ -382,7 +375,8 @@ class Engine {
     auto t0 = Clock::now();
     if (draft_src_) {
       SpeculativeDecoder sd(*session_, *draft_src_, spec_opts_, r.sp);
-      std::vector<int32_t> emitted{sd.start(rest)};
+      // The reused prefix counts in the repetition penalty's history, as without the cache.
+      std::vector<int32_t> emitted{sd.start(rest, std::span<const int32_t>(prompt.data(), keep))};
       cache_.insert(cache_.end(), rest.begin(), rest.end());
       res.prompt_s = seconds_since(t0);
       t0 = Clock::now();
