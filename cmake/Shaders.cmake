@@ -25,6 +25,7 @@ qgemma_shader_variants(mul_mat_vec ${QGEMMA_WEIGHT_VARIANTS})
 qgemma_shader_variants(mul_mm ${QGEMMA_WEIGHT_VARIANTS})
 # Integer dot products (SPV_KHR_integer_dot_product) against Q8 activations.
 qgemma_shader_variants(mul_mat_vec_q8 q4_0 "WTYPE_Q4_0" q8_0 "WTYPE_Q8_0")
+qgemma_shader_variants(mul_mm_q8 q4_0 "WTYPE_Q4_0" q8_0 "WTYPE_Q8_0")
 qgemma_shader_variants(get_rows ${QGEMMA_WEIGHT_VARIANTS})
 # KV cache formats of flash attention.
 qgemma_shader_variants(flash_attn f16 "KV_F16" q8_0 "KV_Q8_0")

@@ -378,8 +378,9 @@ const float* VulkanBackend::run(const Graph& g, const MemoryPlan& /*caller's pla
   // reference it would be a use-after-free on the GPU.
   size_t q8_bytes = 0;
   for (const Node& n : g.nodes) {
-    if (n.op == Op::MatMul && g.tensors[n.output].rows <= 8 &&
-        int_dot_supported(dev_, plain_type(n.w->type))) {
+    const bool decode = n.op == Op::MatMul && g.tensors[n.output].rows <= 8;
+    if (n.op == Op::MatMul && (decode ? int_dot_supported(dev_, plain_type(n.w->type))
+                                      : mm_int_dot_enabled(dev_, plain_type(n.w->type)))) {
       q8_bytes =
           std::max(q8_bytes, q8_activation_bytes(static_cast<uint32_t>(n.w->in),
                                                  static_cast<uint32_t>(g.tensors[n.output].rows)));
@@ -429,6 +430,9 @@ const float* VulkanBackend::run(const Graph& g, const MemoryPlan& /*caller's pla
           // Integer-dot path: quantize the activations once for consecutive matmuls of the same
           // input (Q/K/V, gate/up), then one matrix-vector dispatch per weight.
           mul_mat_vec_q8(rec, wt, matrix(w), quantized(n.inputs[0], K, R), y, N, K, R);
+        } else if (R > 8 && mm_int_dot_enabled(dev_, wt)) {
+          // Prefill: the same shared quantization, then the tiled integer-dot matmul.
+          mul_mm_q8(rec, wt, matrix(w), quantized(n.inputs[0], K, R), y, N, K, R);
         } else {
           matmul(rec, wt, matrix(w), x, y, N, K, R, View());
         }

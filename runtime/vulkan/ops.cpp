@@ -210,9 +210,44 @@ void mul_mat_vec_q8_multi(Recorder& rec, TensorType wtype, uint32_t n_seg, const
   mul_mat_vec_q8_impl(rec, wtype, n_seg, w, M, y, nullptr, xq, K, N, glu);
 }
 
+bool mm_int_dot_enabled(const Device& dev, TensorType wtype) {
+  static const bool forced_float = [] {
+    const char* e = std::getenv("QGEMMA_VK_MM_FLOAT");
+    return e && *e && *e != '0';
+  }();
+  return !forced_float && int_dot_supported(dev, wtype);
+}
+
+void mul_mm_q8(Recorder& rec, TensorType wtype, View w, View xq, View y, uint32_t M, uint32_t K,
+               uint32_t N, uint32_t y_stride) {
+  const char* op = "mul_mm_q8";
+  if (!y_stride) y_stride = M;
+  require(int_dot_supported(rec.device(), wtype), op,
+          "needs integer dot products on the device and Q4_0/Q8_0 weights");
+  require(N >= 1 && M >= 1, op, "empty matrix");
+  require(K % 32 == 0, op, "K = " + std::to_string(K) + " is not a multiple of 32");
+  require(y_stride >= M, op, "output stride smaller than the rows");
+  require_view(w, row_size(wtype, K) * M, op, "weights");
+  require_view(xq, q8_activation_bytes(K, N), op, "quantized activations");
+  require_view(y, ((size_t)(N - 1) * y_stride + M) * 4, op, "output");
+  constexpr uint32_t kTile = 64, kBlocks = 2;  // 64 x 64 outputs, k-tiles of 2 blocks of 32
+  const uint32_t spec[] = {kTile, kTile, kBlocks};
+  const Pipeline& p =
+      rec.device().pipeline(std::string("mul_mm_q8_") + format_suffix(wtype), spec, 3, 24);
+  const uint32_t push[] = {M, N, K, (uint32_t)row_size(wtype, K), K / 32 * 10, y_stride};
+  const Arg args[] = {{w, false}, {xq, false}, {y, true}};
+  rec.dispatch(p, args, push, sizeof push, ceil_div(M, kTile), ceil_div(N, kTile));
+}
+
 void matmul(Recorder& rec, TensorType wtype, View w, View x, View y, uint32_t M, uint32_t K,
             uint32_t N, View q8_scratch) {
-  if (N > 8) return mul_mm(rec, wtype, w, x, y, M, K, N);
+  if (N > 8) {
+    if (q8_scratch.buffer && mm_int_dot_enabled(rec.device(), wtype)) {
+      quantize_q8(rec, x, q8_scratch, K, N);
+      return mul_mm_q8(rec, wtype, w, q8_scratch, y, M, K, N);
+    }
+    return mul_mm(rec, wtype, w, x, y, M, K, N);
+  }
   if (q8_scratch.buffer && int_dot_supported(rec.device(), wtype)) {
     quantize_q8(rec, x, q8_scratch, K, N);
     return mul_mat_vec_q8(rec, wtype, w, q8_scratch, y, M, K, N);

@@ -35,6 +35,13 @@ size_t q8_activation_bytes(uint32_t K, uint32_t N);  // size of xq
 void quantize_q8(Recorder& rec, View x, View xq, uint32_t K, uint32_t N, uint32_t x_stride = 0);
 void mul_mat_vec_q8(Recorder& rec, TensorType wtype, View w, View xq, View y, uint32_t M,
                     uint32_t K, uint32_t N, uint32_t y_stride = 0);
+// Tiled matrix x matrix on the quantized activations (shaders/mul_mm_q8.comp; prefill, any N):
+// y[n][m] (y_stride floats apart, 0: M) from xq (quantize_q8's layout, N rows of K).
+void mul_mm_q8(Recorder& rec, TensorType wtype, View w, View xq, View y, uint32_t M, uint32_t K,
+               uint32_t N, uint32_t y_stride = 0);
+// Whether prefill matmuls (N > 8) of `wtype` take mul_mm_q8: int_dot_supported and not
+// disabled by the environment (QGEMMA_VK_MM_FLOAT=1 forces the float mul_mm, for A/B).
+bool mm_int_dot_enabled(const Device& dev, TensorType wtype);
 // Several matrices of one input in one dispatch (Q/K/V, gate/up): n_seg in [1, 3] weights
 // w[i] (all of `wtype`, M[i] rows of K) into y[i] (N columns of M[i] floats, packed). glu
 // (n_seg = 2, M[0] = M[1]): y[0] = gelu_tanh(w[0] x) * (w[1] x) (geglu), y[1] unused.
@@ -45,9 +52,9 @@ void mul_mat_vec_q8_multi(Recorder& rec, TensorType wtype, uint32_t n_seg, const
                           const uint32_t* M, const View* y, View xq, uint32_t K, uint32_t N,
                           bool glu = false);
 
-// The matmul the graph runtime calls: mul_mat_vec for N <= 8 (through the integer path when
-// the device has it, the format allows it and `q8_scratch` (q8_activation_bytes) is given),
-// mul_mm otherwise.
+// The matmul the graph runtime calls: mul_mat_vec for N <= 8, mul_mm otherwise; through the
+// integer paths (quantize_q8 + mul_mat_vec_q8 / mul_mm_q8) when the device has them, the format
+// allows it and `q8_scratch` (q8_activation_bytes) is given.
 void matmul(Recorder& rec, TensorType wtype, View w, View x, View y, uint32_t M, uint32_t K,
             uint32_t N, View q8_scratch = {});
 

@@ -176,8 +176,8 @@ TEST(VulkanBackend, TinyQ4_0) { run_case({"tiny", "q4_0", 5e-2f}); }
 TEST(VulkanBackend, TinyQ4_K) { run_case({"tiny", "q4_k", 5e-2f}); }
 TEST(VulkanBackend, SmallQ8_0) { run_case({"small", "q8_0", 5e-2f}); }
 TEST(VulkanBackend, TinyQ4_0WithQ8_0Cache) { run_case({"tiny", "q4_0", 5e-2f, TensorType::Q8_0}); }
-// Prefill batches of 12 tokens (the tiled mul_mm path, norm chains and head norms + cache store
-// fused over 12 rows), then decode.
+// Prefill batches of 12 tokens (the tiled matmul: mul_mm_q8 on integer-dot devices, mul_mm
+// otherwise; norm chains and head norms + cache store fused over 12 rows), then decode.
 TEST(VulkanBackend, TinyQ4_0Batch12) { run_case({"tiny", "q4_0", 5e-2f, TensorType::Q8_0, 12}); }
 
 }  // namespace

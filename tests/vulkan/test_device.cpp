@@ -124,6 +124,8 @@ TEST(VulkanDevice, EveryShaderIsEmbedded) {
                             "mul_mat_vec_q8_q4_0",
                             "mul_mm_q8_0",
                             "mul_mm_f16",
+                            "mul_mm_q8_q4_0",
+                            "mul_mm_q8_q8_0",
                             "quantize_q8",
                             "flash_attn_f16",
                             "flash_attn_q8_0",

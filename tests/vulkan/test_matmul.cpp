@@ -1,4 +1,4 @@
-// mul_mat_vec (float and integer-dot paths) and mul_mm against the CPU references: the float
+// mul_mat_vec and mul_mm (float and integer-dot paths) against the CPU references: the float
 // path against dequantize_row + a double-precision loop, the integer path against matmul_ref
 // on Q8_0 activations (kernels/matmul). Ragged shapes: M not a multiple of the rows per
 // workgroup or the 64-row tile, K not a multiple of 256 where the format allows.
@@ -203,6 +203,66 @@ TEST(VulkanMatmul, IntegerDotPathMatchesMatmulRef) {
             from_gpu<float>(yb, (size_t)N * M), want, mag, 1e-6,
             "mul_mat_vec_q8 " + name(t) + " K=" + std::to_string(K) + " N=" + std::to_string(N));
       }
+    }
+}
+
+// The tiled integer path (prefill: quantize_q8 + mul_mm_q8) against matmul_ref on the same
+// Q8_0 activations. M and N beyond one 64 x 64 tile and not multiples of it; K = 224 is 7
+// blocks, an odd count (the last k-tile of 2 blocks is half empty, every other Q4_0 row starts
+// on a half-word), K = 32 a single block.
+TEST(VulkanMatmul, TiledIntegerDotPathMatchesMatmulRef) {
+  Device& dev = test_device();
+  if (!int_dot_supported(dev, TensorType::Q4_0)) {  // no int dot, or QGEMMA_VK_NO_INT_DOT=1
+    GTEST_SKIP() << dev.info().name << ": no shaderIntegerDotProduct (or disabled)";
+  }
+  uint32_t seed = 300;
+  struct Shape {
+    uint32_t M, K, N, y_stride;
+  };
+  for (TensorType t : {TensorType::Q4_0, TensorType::Q8_0})
+    for (const Shape& sh : {Shape{117, 224, 70, 0}, Shape{45, 32, 9, 50}}) {
+      const uint32_t M = sh.M, K = sh.K, N = sh.N, ys = sh.y_stride ? sh.y_stride : M;
+      const Weights w = make_weights(t, M, K, seed++);
+      const std::vector<float> x = random_floats((size_t)N * K, seed++);
+      Buffer wb = to_gpu(w.bytes), xb = to_gpu(x);
+      Buffer xq = gpu_zeros(q8_activation_bytes(K, N));
+      Buffer yb = gpu_zeros((size_t)N * ys * 4);
+      Recorder rec(dev);
+      if (!sh.y_stride && mm_int_dot_enabled(dev, t)) {  // not QGEMMA_VK_MM_FLOAT=1
+        matmul(rec, t, wb, xb, yb, M, K, N, xq);         // N > 8: quantize_q8 + mul_mm_q8
+      } else {
+        quantize_q8(rec, xb, xq, K, N);
+        mul_mm_q8(rec, t, wb, xq, yb, M, K, N, ys);
+      }
+      rec.submit_and_wait();
+      EXPECT_EQ(rec.dispatches(), 2u);
+      EXPECT_EQ(rec.barriers(), 1u);
+
+      std::vector<block_q8_0> xq_cpu((size_t)N * K / 32);
+      for (uint32_t n = 0; n < N; ++n)
+        quantize_row_q8_0_ref(x.data() + (size_t)n * K, xq_cpu.data() + (size_t)n * K / 32, K);
+      std::vector<float> ref((size_t)N * M);
+      MatmulArgs a;
+      a.w = w.bytes.data();
+      a.x = xq_cpu.data();
+      a.ldx = row_size(TensorType::Q8_0, K);
+      a.y = ref.data();
+      a.ldy = M;
+      a.K = K;
+      a.R = N;
+      matmul_ref(t, a, 0, M);
+      std::vector<double> want(ref.begin(), ref.end()), mag, unused;
+      reference(w, x, M, K, N, &unused, &mag);
+      const std::vector<float> ypad = from_gpu<float>(yb, (size_t)N * ys);
+      std::vector<float> got((size_t)N * M);
+      for (uint32_t n = 0; n < N; ++n) {
+        for (uint32_t m = 0; m < M; ++m) got[(size_t)n * M + m] = ypad[(size_t)n * ys + m];
+        for (uint32_t m = M; m < ys; ++m)
+          ASSERT_EQ(ypad[(size_t)n * ys + m], 0.0f) << "mul_mm_q8 wrote past M";
+      }
+      expect_close(got, want, mag, 1e-6,
+                   "mul_mm_q8 " + name(t) + " M=" + std::to_string(M) + " K=" + std::to_string(K) +
+                       " N=" + std::to_string(N));
     }
 }
 
