@@ -16,10 +16,10 @@
 // the weights, for prefill each panel is reused from cache by every activation tile.
 //
 // Repacked Q4_Kx8 / Q6_Kx8 (8 rows interleaved per 256-block column, layouts in matmul.h; made
-// by repack_rows at load time where an AVX-512 machine has their kernels): the pack/unpack of one
-// block column is below (q4_kx8_pack/unpack, q6_kx8_pack/unpack, used by repack.cpp and by the
-// _ref variants matmul_q4_kx8_q8_k_ref / matmul_q6_kx8_q8_k_ref); the AVX-512 kernels are in
-// matmul_kquant_avx512.cpp.
+// by repack_rows at load time where the CPU (AVX2 or AVX-512) has their kernels): the pack/unpack
+// of one block column is below (q4_kx8_pack/unpack, q6_kx8_pack/unpack, used by repack.cpp and by
+// the _ref variants matmul_q4_kx8_q8_k_ref / matmul_q6_kx8_q8_k_ref); the AVX-512 and AVX2 kernels
+// are in matmul_kquant_avx512.cpp and matmul_kx8_avx2.cpp.
 #pragma once
 
 #include <cstdint>

@@ -2,6 +2,8 @@
 #include "kernels/matmul/matmul.h"
 
 #include <array>
+#include <cstdlib>
+#include <cstring>
 
 #include "kernels/matmul/matmul_variants.h"
 
@@ -75,13 +77,13 @@ const std::array kTable = {
             QG_X86(matmul_q6_k_q8_k_avx2, matmul_q6_k_q8_k_avx2),
             QG_X86(matmul_q6_k_q8_k_avx512, matmul_q6_k_q8_k_avx512),
             QG_ARM(matmul_q6_k_q8_k_neon, matmul_q6_k_q8_k_neon)},
-  // Repacked K-quants: AVX-512 only (elsewhere should_repack() keeps the plain layout).
+  // Repacked K-quants: AVX2 and AVX-512 (on Arm should_repack() keeps the plain layout).
   TypeEntry{TensorType::Q4_Kx8, TensorType::Q8_K, matmul_q4_kx8_q8_k_ref,
-            QG_X86(nullptr, nullptr),
+            QG_X86(matmul_q4_kx8_q8_k_avx2, matmul_q4_kx8_q8_k_avx2),
             QG_X86(matmul_q4_kx8_q8_k_avx512, matmul_q4_kx8_q8_k_avx512),
             QG_ARM(nullptr, nullptr)},
   TypeEntry{TensorType::Q6_Kx8, TensorType::Q8_K, matmul_q6_kx8_q8_k_ref,
-            QG_X86(nullptr, nullptr),
+            QG_X86(matmul_q6_kx8_q8_k_avx2, matmul_q6_kx8_q8_k_avx2),
             QG_X86(matmul_q6_kx8_q8_k_avx512, matmul_q6_kx8_q8_k_avx512),
             QG_ARM(nullptr, nullptr)},
 };
@@ -105,8 +107,16 @@ MatmulKernels kernels_at(const TypeEntry& e, Isa isa) {
       return e.avx2;
     case Isa::avx512:
       return e.avx512;
-    case Isa::neon:
-      return e.neon;
+    case Isa::neon: {
+      MatmulKernels k = e.neon;
+#if defined(__aarch64__)
+      if (i8mm_enabled()) {  // SMMLA GEMM for prefill; GEMV stays on sdot
+        if (e.wtype == TensorType::Q4_0x8) k.gemm = matmul_q4_0x8_q8_0_i8mm;
+        if (e.wtype == TensorType::Q8_0x8) k.gemm = matmul_q8_0x8_q8_0_i8mm;
+      }
+#endif
+      return k;
+    }
   }
   return {};
 }
@@ -115,6 +125,19 @@ MatmulKernels kernels_at(const TypeEntry& e, Isa isa) {
 Isa fallback(Isa isa) { return isa == Isa::avx512 ? Isa::avx2 : Isa::ref; }
 
 }  // namespace
+
+bool i8mm_enabled() {
+#if defined(__aarch64__)
+  static const bool on = [] {
+    const char* env = std::getenv("QGEMMA_NO_I8MM");
+    const bool off = env != nullptr && *env != '\0' && std::strcmp(env, "0") != 0;
+    return cpu_features().i8mm && !off;
+  }();
+  return on;
+#else
+  return false;
+#endif
+}
 
 TensorType vec_dot_type(TensorType wtype) {
   const TypeEntry* e = find(wtype);

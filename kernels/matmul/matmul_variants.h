@@ -35,6 +35,9 @@ void matmul_q6_kx8_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
 #if defined(__x86_64__)
 void matmul_q4_kx8_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q6_kx8_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
+// AVX2 (+FMA, F16C), kernels/matmul/matmul_kx8_avx2.cpp.
+void matmul_q4_kx8_q8_k_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q6_kx8_q8_k_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 #endif
 #if defined(__aarch64__)
 void matmul_q4_k_q8_k_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
@@ -70,6 +73,15 @@ void gemv_q4_0_q8_0_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemv_q8_0_q8_0_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q4_0x8_q8_0_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q8_0x8_q8_0_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
+// ---- NEON + I8MM (SMMLA), matmul_x8_i8mm.cpp: GEMM (prefill) for the repacked layouts; any R
+// works. matmul.cpp puts them in the neon entry's gemm slot when cpu_features().i8mm is set and
+// QGEMMA_NO_I8MM is not (see i8mm_enabled()).
+void matmul_q4_0x8_q8_0_i8mm(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q8_0x8_q8_0_i8mm(const MatmulArgs& a, int64_t n0, int64_t n1);
 #endif
+// Whether the neon entries use the I8MM GEMM kernels: this build targets aarch64, the CPU has
+// I8MM (cpu_features().i8mm) and the environment does not set QGEMMA_NO_I8MM (to a non-empty
+// value other than 0; for A/B runs against the sdot kernels). Read once.
+bool i8mm_enabled();
 
 }  // namespace qgemma

@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -23,6 +24,7 @@
 
 #include "kernels/cpu.h"
 #include "kernels/matmul/matmul.h"
+#include "kernels/matmul/matmul_variants.h"
 #include "kernels/quant/quant.h"
 
 namespace qgemma {
@@ -284,6 +286,52 @@ TEST(MatmulRepack, RoundTripsAndMatchesPlainLayout) {
     EXPECT_EQ(y1, y2);
   }
 }
+
+// The NEON I8MM (SMMLA) GEMM kernels for the repacked layouts, called directly: ragged R (pairs
+// of activation rows with an odd last row, 4-row tiles with a partial last tile), N in 8-row
+// groups with sub-ranges, K in 32-blocks (not multiples of 256), and the 12B shapes at R = 9.
+// Same tolerance as every int8 variant ((nb + 4) * 2^-23 * M, see the top of this file): the
+// int32 sums of each block are exact (|sum| <= 32 * 128 * 127 < 2^31), only the f32 rounding of
+// d_w * d_x, of its product with the block sum and of the sequential sum over blocks differs
+// from the reference. Under qemu (scripts/test.sh sets QGEMMA_EMULATED=1, qemu-aarch64 -cpu max)
+// the CPU must report I8MM, so the test cannot silently skip in CI.
+// The kernels exist only in aarch64 builds: the test is compiled there only (no skip on x86).
+#if defined(__aarch64__)
+TEST(MatmulI8mm, GemmMatchesReference) {
+  if (std::getenv("QGEMMA_EMULATED") != nullptr) {
+    ASSERT_TRUE(cpu_features().i8mm) << "qemu-aarch64 -cpu max should report I8MM (HWCAP2_I8MM)";
+  }
+  if (!cpu_features().i8mm) GTEST_SKIP() << "this CPU has no I8MM";
+  struct K8 {
+    TensorType wtype;
+    MatmulFn fn;
+    const char* name;
+  };
+  const K8 kernels[] = {{TensorType::Q4_0x8, matmul_q4_0x8_q8_0_i8mm, "matmul_q4_0x8_q8_0_i8mm"},
+                        {TensorType::Q8_0x8, matmul_q8_0x8_q8_0_i8mm, "matmul_q8_0x8_q8_0_i8mm"}};
+  for (const K8& k : kernels) {
+    // The dispatcher's choice for prefill (R > kGemvMaxRows) on neon.
+    const MatmulFn picked = matmul_pick(k.wtype, kGemvMaxRows + 1, Isa::neon);
+    std::printf("[ I8MM     ] %s: prefill kernel on neon = %s\n",
+                std::string(type_traits(k.wtype).name).c_str(),
+                picked == k.fn ? k.name : "sdot (QGEMMA_NO_I8MM)");
+    EXPECT_EQ(picked == k.fn, i8mm_enabled());
+    std::mt19937 rng(2468);
+    const std::pair<int64_t, int64_t> nk[] = {{8, 32}, {24, 96}, {56, 288}, {136, 544}};
+    const int64_t rows[] = {1, 2, 3, 9, 10, 11, 13, 17, 30, 31, 33, 47, 64, 70};
+    for (auto [N, K] : nk) {
+      for (int64_t R : rows) {
+        if (N > 56 && R % 2 == 0 && R != 70) continue;  // keep the largest shape cheap under qemu
+        check(k.wtype, k.fn, k.name, N, K, R, 0, N, rng);
+      }
+      if (N >= 24) check(k.wtype, k.fn, k.name, N, K, 19, 8, N - 8, rng);  // sub-range
+    }
+    // 12B shapes (K -> N) on a 64-row slice of the weights, R = 9 (the smallest GEMM batch).
+    const std::pair<int64_t, int64_t> shapes[] = {{3840, 4096}, {15360, 3840}, {3840, 15360}};
+    for (auto [K, N] : shapes) check(k.wtype, k.fn, k.name, 64, K, 9, 0, 64, rng);
+  }
+}
+#endif  // __aarch64__
 
 TEST(MatmulDispatch, TypesAndGranularity) {
   EXPECT_EQ(vec_dot_type(TensorType::Q4_0), TensorType::Q8_0);
