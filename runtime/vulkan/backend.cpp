@@ -180,7 +180,7 @@ std::vector<VulkanBackend::Fused> VulkanBackend::fuse(const Graph& g) const {
       }
     }
     // Matrix-vectors of one input in one dispatch (Q/K/V, gate/up [+ GeGLU]).
-    if (int_dot_mm(&n, n.inputs[0])) {
+    if (!n.inputs.empty() && int_dot_mm(&n, n.inputs[0])) {
       int j = i + 1;
       f.mm[0] = i;
       f.n_mm = 1;

@@ -185,7 +185,9 @@ static void mul_mat_vec_q8_impl(Recorder& rec, TensorType wtype, uint32_t n_seg,
       rec.device().pipeline(std::string("mul_mat_vec_q8_") + format_suffix(wtype), spec, 7, 48);
   const uint32_t g0 = glu ? 0xFFFFFFFFu : groups[0], g1 = groups[0] + groups[1];
   const Grid g = fold((uint64_t)groups[0] + groups[1] + groups[2]);
-  const uint32_t push[] = {M[0],        M[1],  M[2],  K,     (uint32_t)row_size(wtype, K),
+  uint32_t m[3] = {0, 0, 0};  // M holds n_seg entries
+  for (uint32_t i = 0; i < n_seg; ++i) m[i] = M[i];
+  const uint32_t push[] = {m[0],        m[1],  m[2],  K,     (uint32_t)row_size(wtype, K),
                            K / 32 * 10, ys[0], ys[1], ys[2], g.x,
                            g0,          g1};
   // Unused bindings: the first weights (read) and xq (never written by the shader).

@@ -161,7 +161,7 @@ TEST(VulkanMatmul, StridedActivationsAndOutputs) {
 // The integer path computes exactly what matmul_ref computes on Q8_0-quantized activations.
 TEST(VulkanMatmul, IntegerDotPathMatchesMatmulRef) {
   Device& dev = test_device();
-  if (!dev.info().int_dot) {
+  if (!int_dot_supported(dev, TensorType::Q4_0)) {  // no int dot, or QGEMMA_VK_NO_INT_DOT=1
     // Not a skip of the whole suite: the float path above is what such devices run.
     GTEST_SKIP() << dev.info().name << " has no shaderIntegerDotProduct";
   }
@@ -270,7 +270,7 @@ TEST(VulkanMatmul, TiledIntegerDotPathMatchesMatmulRef) {
 // gate/up + GeGLU) against matmul_ref on the same Q8_0 activations (and geglu_tanh_f32_ref).
 TEST(VulkanMatmul, MultiMatrixAndGluDispatchesMatchMatmulRef) {
   Device& dev = test_device();
-  if (!dev.info().int_dot) {
+  if (!int_dot_supported(dev, TensorType::Q4_0)) {  // no int dot, or QGEMMA_VK_NO_INT_DOT=1
     GTEST_SKIP() << dev.info().name << " has no shaderIntegerDotProduct";
   }
   uint32_t seed = 500;
