@@ -101,12 +101,15 @@ TensorType repacked_type(TensorType wtype) {
 bool should_repack(TensorType wtype, int64_t N, int64_t K) {
   const TensorType packed = repacked_type(wtype);
   if (packed == wtype || N % 8 != 0 || K % type_traits(wtype).block_size != 0) return false;
-  // Repack only where an optimized variant of the packed layout exists for the active ISA (the
-  // table has one only where it measured faster than the plain layout's: Q4_0x8 / Q8_0x8 on
-  // avx2, avx512, neon; Q4_Kx8 / Q6_Kx8 on avx2 (matmul_kx8_avx2.cpp: Q4_K GEMV 1.3-1.5x, Q6_K
-  // GEMV at parity, R = 4..64 1.2-1.9x, single thread on this machine) and avx512).
+  // Repack only where an optimized variant of the packed layout exists for the active ISA and
+  // measured faster than the plain layout's: Q4_0x8 / Q8_0x8 on avx2, avx512, neon; Q4_Kx8 /
+  // Q6_Kx8 on avx512. The avx2 Q4_Kx8 / Q6_Kx8 kernels (matmul_kx8_avx2.cpp) win single-threaded
+  // and at R >= 4, but decoding is R = 1 with every thread, and there they read 59-64% of the
+  // bandwidth against 65-72% for the plain layout (2 threads, quiet run, docs/benchmarks.md):
+  // K-quants stay plain on avx2.
   const Isa isa = active_isa();
   if (isa == Isa::ref) return false;
+  if (isa == Isa::avx2 && (wtype == TensorType::Q4_K || wtype == TensorType::Q6_K)) return false;
   const MatmulKernels k = matmul_kernels(packed, isa);
   return k.gemv != nullptr || k.gemm != nullptr;
 }
