@@ -40,6 +40,7 @@
 #include "runtime/synth.h"
 #include "runtime/synth_drafter.h"
 #include "runtime/threadpool.h"
+#include "speculative_test_util.h"
 
 namespace qgemma {
 namespace {
@@ -514,47 +515,12 @@ TEST(ClusterHead, SpeculativeSamplingWithAClusteredDrafterMatchesTheTarget) {
   so.n_batch = 16;
   so.n_threads = 1;
   Session s(target(), so);
-  Sampler exact(sp);
-  std::map<std::pair<int32_t, int32_t>, double> joint;
-  const std::vector<TokenProb> d1 = exact.distribution(s.eval(p, 1));
-  for (const TokenProb& a : d1) {
-    s.reset();
-    std::vector<int32_t> pa = p;
-    pa.push_back(a.id);
-    for (const TokenProb& b : exact.distribution(s.eval(pa, 1))) {
-      joint[{a.id, b.id}] += static_cast<double>(a.p) * b.p;
-    }
-  }
-  ASSERT_EQ(joint.size(), 9u);
-  std::vector<std::pair<int32_t, int32_t>> cells;
-  std::vector<double> probs;
-  for (const auto& [k, v] : joint) {
-    cells.push_back(k);
-    probs.push_back(v);
-  }
+  const testing_util::JointTwo j = testing_util::joint_first_two(s, p, sp);
+  ASSERT_EQ(j.cells.size(), 9u);
   const auto d = load(drafter_path(TensorType::F32), DraftHeadMode::Clustered, 2);
   MtpDraftSource mtp(*d, target(), 1);
-  std::vector<int64_t> counts(cells.size(), 0);
-  const int n = 800;
-  for (int i = 0; i < n; ++i) {
-    s.reset();
-    SamplingParams si = sp;
-    si.seed = 5000 + i;
-    SpeculativeOptions o;
-    o.draft_max = 1;
-    SpeculativeDecoder dec(s, mtp, o, si);
-    const std::vector<int32_t> got = dec.generate(p, 2);
-    ASSERT_EQ(got.size(), 2u);
-    const auto it = std::find(cells.begin(), cells.end(), std::make_pair(got[0], got[1]));
-    ASSERT_NE(it, cells.end()) << "token pair outside the target's support";
-    counts[it - cells.begin()] += 1;
-  }
-  double x = 0;
-  for (size_t i = 0; i < probs.size(); ++i) {
-    const double e = probs[i] * n;
-    x += (counts[i] - e) * (counts[i] - e) / e;
-  }
-  EXPECT_LT(x, 26.1);  // 8 degrees of freedom: P(chi2 > 26.1) = 0.001
+  // 8 degrees of freedom: P(chi2 > 26.1) = 0.001.
+  EXPECT_LT(testing_util::speculative_chi2(s, mtp, p, sp, j, 800, 5000), 26.1);
 }
 
 // ---- the commands -------------------------------------------------------------------------

@@ -22,6 +22,7 @@
 #include "runtime/speculative.h"
 #include "runtime/synth.h"
 #include "runtime/synth_drafter.h"
+#include "speculative_test_util.h"
 
 namespace qgemma {
 namespace {
@@ -311,7 +312,9 @@ TEST(Speculative, ForcedAcceptanceRealisesItsRateInTheStats) {
       EXPECT_LE(st.accepted_at[j], st.examined_at[j]);
       EXPECT_LE(st.examined_at[j], st.drafted_at[j]);
       // Position j is judged exactly when every earlier draft of the round was accepted.
-      if (j > 0) EXPECT_LE(st.examined_at[j], st.accepted_at[j - 1]);
+      if (j > 0) {
+        EXPECT_LE(st.examined_at[j], st.accepted_at[j - 1]);
+      }
     }
     if (a == 1.0) {
       EXPECT_EQ(st.accepted, st.drafted);
@@ -345,15 +348,7 @@ TEST(Speculative, ForcedAcceptanceRealisesItsRateInTheStats) {
   }
 }
 
-// Chi-square statistic of counts against probabilities.
-double chi2(const std::vector<double>& p, const std::vector<int64_t>& counts, int64_t n) {
-  double x = 0;
-  for (size_t i = 0; i < p.size(); ++i) {
-    const double e = p[i] * n;
-    if (e > 0) x += (counts[i] - e) * (counts[i] - e) / e;
-  }
-  return x;
-}
+using testing_util::chi2;
 
 TEST(Speculative, AcceptRuleReproducesTargetDistribution) {
   // p over 6 tokens, q with a different support (token 5 absent from p, token 0 absent from q).
@@ -396,54 +391,26 @@ TEST(Speculative, SamplingMatchesTargetDistribution) {
   so.n_batch = 16;
   so.n_threads = 1;
   Session s(target(), so);
-  Sampler exact(sp);
-  std::map<std::pair<int32_t, int32_t>, double> joint;
-  const std::vector<TokenProb> d1 = exact.distribution(s.eval(p, 1));
-  for (const TokenProb& a : d1) {
-    s.reset();
-    std::vector<int32_t> pa = p;
-    pa.push_back(a.id);
-    const std::vector<TokenProb> d2 = exact.distribution(s.eval(pa, 1));
-    for (const TokenProb& b : d2) joint[{a.id, b.id}] += static_cast<double>(a.p) * b.p;
-  }
-  ASSERT_EQ(joint.size(), 9u);
-  std::vector<std::pair<int32_t, int32_t>> cells;
-  std::vector<double> probs;
-  for (const auto& [k, v] : joint) {
-    cells.push_back(k);
-    probs.push_back(v);
-  }
+  const testing_util::JointTwo j = testing_util::joint_first_two(s, p, sp);
+  ASSERT_EQ(j.cells.size(), 9u);
   // Two drafters: the MTP drafter (its own top-k 3 distribution) and a point-mass oracle that
-  // always proposes token (first + 1) % 3 of d1's ids (exercises the residual draw).
-  for (int which = 0; which < 2; ++which) {
-    std::vector<int64_t> counts(cells.size(), 0);
-    const int n = 800;
-    MtpDraftSource mtp(drafter(), target(), 1);
-    class Fixed : public DraftSource {
-     public:
-      explicit Fixed(int32_t t) : t_(t) {}
-      void draft(const Session&, int32_t, std::span<const float>, int64_t, int k, Sampler*,
-                 std::vector<int32_t>* out, std::vector<std::vector<TokenProb>>* dists) override {
-        out->assign(k, t_);
-        dists->assign(k, {{t_, 1.0f}});
-      }
-      int32_t t_;
-    } fixed(d1[1].id);
-    for (int i = 0; i < n; ++i) {
-      s.reset();
-      SamplingParams si = sp;
-      si.seed = 1000 + i;
-      SpeculativeOptions o;
-      o.draft_max = 1;
-      SpeculativeDecoder dec(s, which ? static_cast<DraftSource&>(fixed) : mtp, o, si);
-      const std::vector<int32_t> got = dec.generate(p, 2);
-      ASSERT_EQ(got.size(), 2u);
-      const auto it = std::find(cells.begin(), cells.end(), std::make_pair(got[0], got[1]));
-      ASSERT_NE(it, cells.end()) << "token pair outside the target's support";
-      counts[it - cells.begin()] += 1;
+  // always proposes the second most likely first token (exercises the residual draw).
+  MtpDraftSource mtp(drafter(), target(), 1);
+  class Fixed : public DraftSource {
+   public:
+    explicit Fixed(int32_t t) : t_(t) {}
+    void draft(const Session&, int32_t, std::span<const float>, int64_t, int k, Sampler*,
+               std::vector<int32_t>* out, std::vector<std::vector<TokenProb>>* dists) override {
+      out->assign(k, t_);
+      dists->assign(k, {{t_, 1.0f}});
     }
+    int32_t t_;
+  } fixed(j.first[1].id);
+  for (int which = 0; which < 2; ++which) {
+    DraftSource& d = which ? static_cast<DraftSource&>(fixed) : mtp;
     // 8 degrees of freedom: P(chi2 > 26.1) = 0.001.
-    EXPECT_LT(chi2(probs, counts, n), 26.1) << "drafter " << which;
+    EXPECT_LT(testing_util::speculative_chi2(s, d, p, sp, j, 800, 1000), 26.1)
+        << "drafter " << which;
   }
 }
 
