@@ -27,6 +27,7 @@ struct BenchCmd {
   ModelOptions model;
   int n_prompt = 512;
   int n_gen = 128;
+  int n_depth = 0;  // -d: tokens already in the KV cache before each test (llama-bench's -d)
   int reps = 5;
   std::string output = "md";
   bool bandwidth = true;
@@ -37,6 +38,7 @@ struct Result {
   std::string test;
   int n_prompt = 0, n_gen = 0;
   std::vector<double> ts;  // tokens per second of each repetition
+  double kv_bytes = 0;     // tg: mean K/V cache bytes one token reads (at depth, on the CPU)
   double mean() const {
     double s = 0;
     for (double x : ts) s += x;
@@ -59,23 +61,44 @@ std::vector<int32_t> random_tokens(int n, int64_t vocab, std::mt19937& rng) {
   return ids;
 }
 
-double run_prompt(Session& s, const std::vector<int32_t>& ids) {
+// The cache holds `depth` tokens before a test: the first call fills it (untimed); later calls
+// crop back to it, or refill it when the sliding rings no longer hold what a crop needs.
+void at_depth(Session& s, const std::vector<int32_t>& depth) {
+  const int64_t d = static_cast<int64_t>(depth.size());
+  if (s.n_past() >= d && d > 0) {
+    try {
+      s.crop(d);
+      return;
+    } catch (const Error&) {
+    }
+  }
   s.reset();
+  if (d > 0) s.eval(depth, 1);
+}
+
+double run_prompt(Session& s, const std::vector<int32_t>& depth, const std::vector<int32_t>& ids) {
+  at_depth(s, depth);
   const auto t0 = Clock::now();
   s.eval(ids, 1);
   return ids.size() / std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-double run_gen(Session& s, int n, std::mt19937& rng) {
-  s.reset();
+// Also the mean K/V cache bytes a token read (kv_bytes, CPU backend).
+double run_gen(Session& s, const std::vector<int32_t>& depth, int n, std::mt19937& rng,
+               double* kv_bytes = nullptr) {
+  at_depth(s, depth);
   const int64_t vocab = s.config().n_vocab;
   int32_t tok = static_cast<int32_t>(rng() % vocab);
+  const double kv0 = static_cast<double>(s.kv_bytes_per_token());
   const auto t0 = Clock::now();
   for (int i = 0; i < n; ++i) {
     auto logits = s.eval(std::span<const int32_t>(&tok, 1), 1);
     tok = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   }
-  return n / std::chrono::duration<double>(Clock::now() - t0).count();
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  // The cache grows by one token per step: the mean of the first and last step's reads.
+  if (kv_bytes) *kv_bytes = (kv0 + static_cast<double>(s.kv_bytes_per_token())) / 2;
+  return n / secs;
 }
 
 std::string params_str(int64_t n) {
@@ -91,23 +114,31 @@ std::string params_str(int64_t n) {
 int run_bench(const BenchCmd& cmd) {
   auto model = load_model_with_progress(cmd.model);
   const ModelConfig& c = model->config();
+  if (cmd.n_depth < 0) throw Error("-d " + std::to_string(cmd.n_depth) + ": expected >= 0");
   SessionOptions so = cmd.model.session();
-  so.n_ctx = std::max<int64_t>(std::max(cmd.n_prompt, cmd.n_gen) + 1, 16);
+  so.n_ctx = std::max<int64_t>(int64_t{cmd.n_depth} + std::max(cmd.n_prompt, cmd.n_gen) + 1, 16);
   Session session(*model, so);
   std::mt19937 rng(1234);
+  const std::vector<int32_t> depth = random_tokens(cmd.n_depth, c.n_vocab, rng);
+  // llama-bench names tests at a depth "pp512 @ d4096".
+  const std::string at = cmd.n_depth > 0 ? " @ d" + std::to_string(cmd.n_depth) : "";
 
   std::vector<Result> results;
   if (cmd.n_prompt > 0)
-    results.push_back({"pp" + std::to_string(cmd.n_prompt), cmd.n_prompt, 0, {}});
-  if (cmd.n_gen > 0) results.push_back({"tg" + std::to_string(cmd.n_gen), 0, cmd.n_gen, {}});
+    results.push_back({"pp" + std::to_string(cmd.n_prompt) + at, cmd.n_prompt, 0, {}});
+  if (cmd.n_gen > 0) results.push_back({"tg" + std::to_string(cmd.n_gen) + at, 0, cmd.n_gen, {}});
   // Warm-up run (weights into the page cache and caches, plans built), as llama-bench does.
-  if (cmd.n_prompt > 0) run_prompt(session, random_tokens(cmd.n_prompt, c.n_vocab, rng));
-  if (cmd.n_gen > 0) run_gen(session, std::min(cmd.n_gen, 4), rng);
+  if (cmd.n_prompt > 0) run_prompt(session, depth, random_tokens(cmd.n_prompt, c.n_vocab, rng));
+  if (cmd.n_gen > 0) run_gen(session, depth, std::min(cmd.n_gen, 4), rng);
   for (int r = 0; r < cmd.reps; ++r) {
     for (Result& res : results) {
+      double kv = 0;
       res.ts.push_back(res.n_prompt
-                           ? run_prompt(session, random_tokens(res.n_prompt, c.n_vocab, rng))
-                           : run_gen(session, res.n_gen, rng));
+                           ? run_prompt(session, depth, random_tokens(res.n_prompt, c.n_vocab, rng))
+                           : run_gen(session, depth, res.n_gen, rng, &kv));
+      // At depth 0 the roofline stays weights only (the definition; the cache of a
+      // short test is < 0.01% of the bytes).
+      if (cmd.n_depth > 0) res.kv_bytes += kv / cmd.reps;
     }
   }
   rusage ru{};
@@ -150,13 +181,15 @@ int run_bench(const BenchCmd& cmd) {
       j["type_k"] = cmd.model.kv_type;
       j["n_prompt"] = r.n_prompt;
       j["n_gen"] = r.n_gen;
+      j["n_depth"] = cmd.n_depth;
+      if (r.n_gen) j["kv_bytes_per_token"] = r.kv_bytes;
       j["avg_ts"] = r.mean();
       j["stddev_ts"] = r.stddev();
       j["samples_ts"] = r.ts;
       j["peak_rss_bytes"] = peak_rss;
       if (bw > 0) {
         j["read_bandwidth_gbps"] = bw / 1e9;
-        if (r.n_gen) j["bandwidth_fraction"] = r.mean() * bytes_per_token / bw;
+        if (r.n_gen) j["bandwidth_fraction"] = r.mean() * (bytes_per_token + r.kv_bytes) / bw;
       }
       if (int8 > 0 && r.n_prompt) {
         j["int8_peak_gops"] = int8 / 1e9;
@@ -182,6 +215,16 @@ int run_bench(const BenchCmd& cmd) {
                 session.on_gpu() ? "GPU memory" : "CPU memory", bw / 1e9);
     for (const Result& r : results) {
       if (!r.n_gen) continue;
+      if (r.kv_bytes > 0) {
+        // At a depth: each token also reads the K/V cache (mean over the test's tokens).
+        const double b = bytes_per_token + r.kv_bytes;
+        std::printf(
+            "%s: %.2f GB/s of weights + %.2f GB/s of K/V cache read = %.1f%% of the bandwidth "
+            "roofline (roofline: %.2f t/s)\n",
+            r.test.c_str(), r.mean() * bytes_per_token / 1e9, r.mean() * r.kv_bytes / 1e9,
+            100.0 * r.mean() * b / bw, bw / b);
+        continue;
+      }
       std::printf(
           "%s: %.2f GB/s of weights read = %.1f%% of the bandwidth roofline (roofline: %.2f t/s)\n",
           r.test.c_str(), r.mean() * bytes_per_token / 1e9, 100.0 * r.mean() * bytes_per_token / bw,
@@ -211,6 +254,9 @@ const bool registered = register_command(
       app.add_option("-p,--n-prompt", cmd->n_prompt, "prompt tokens (pp test; 0: skip)")
           ->capture_default_str();
       app.add_option("-n,--n-gen", cmd->n_gen, "generated tokens (tg test; 0: skip)")
+          ->capture_default_str();
+      app.add_option("-d,--n-depth", cmd->n_depth,
+                     "tokens already in the KV cache before each test (filled once, untimed)")
           ->capture_default_str();
       app.add_option("-r,--repetitions", cmd->reps, "repetitions of each test")
           ->capture_default_str();

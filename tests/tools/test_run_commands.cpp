@@ -98,6 +98,44 @@ TEST_F(Commands, BenchJsonHasLlamaBenchFields) {
   }
 }
 
+// llama-bench's -d: the tests run on a cache already holding that many tokens (names
+// "pp16 @ d40"), a decode step's K/V reads are reported, and a prompt longer than the batch (the
+// sliding rings cannot be cropped back: the depth is refilled) still runs.
+TEST_F(Commands, BenchAtDepth) {
+  const Output o =
+      sh(kBin + " bench -m " + model_ + " -p 16 -n 4 -d 40 -b 8 -r 2 -o json " + "--no-bandwidth");
+  ASSERT_EQ(o.status, 0) << o.out;
+  const auto j = nlohmann::json::parse(o.out.substr(o.out.find('[')));
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0]["n_depth"], 40);
+  EXPECT_EQ(j[1]["n_depth"], 40);
+  EXPECT_GT(j[0]["avg_ts"].get<double>(), 0.0);
+  // F16 K and V rows: global layers hold the 40..44 positions of the test's steps, sliding
+  // layers at most their ring (window + batch 8).
+  const double kv = j[1]["kv_bytes_per_token"].get<double>();
+  auto m = Model::load(model_);
+  double lo = 0, hi = 0;
+  for (const LayerConfig& l : m->config().layers) {
+    const double per_pos = 2.0 * 2.0 * l.n_head_kv * l.head_dim;
+    if (l.sliding) {
+      hi += per_pos * (m->config().sliding_window + 8);
+    } else {
+      lo += per_pos * 40;
+      hi += per_pos * 44;
+    }
+  }
+  EXPECT_GT(lo, 0.0);
+  EXPECT_GE(kv, lo);
+  EXPECT_LE(kv, hi);
+  const Output md = sh(kBin + " bench -m " + model_ + " -p 16 -n 4 -d 40 -r 1 --no-bandwidth");
+  ASSERT_EQ(md.status, 0) << md.out;
+  EXPECT_NE(md.out.find("| pp16 @ d40 |"), std::string::npos) << md.out;
+  EXPECT_NE(md.out.find("| tg4 @ d40 |"), std::string::npos) << md.out;
+  const Output bad = sh(kBin + " bench -m " + model_ + " -d -3 --no-bandwidth");
+  EXPECT_EQ(WEXITSTATUS(bad.status), 1) << bad.out;
+  EXPECT_NE(bad.out.find("-d -3"), std::string::npos) << bad.out;
+}
+
 TEST_F(Commands, MemoryBudgetRefusalNamesTheNumbers) {
   const Output o = sh(kBin + " run -m " + model_ + " -p hi --mem-budget 0.001");
   EXPECT_NE(o.status, 0);
