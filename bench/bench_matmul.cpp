@@ -121,10 +121,11 @@ void run_matmul(benchmark::State& state, Case c) {
   ThreadPool& pool = ThreadPool::global();
   // Split boundaries: multiples of 32 rows keep the x8 AVX-512 kernel's 32-row tiles whole.
   const int64_t gran = matmul_row_granularity(c.wtype) == 8 ? 32 : 16;
-  // Several tasks per thread so a thread slowed by a neighbour process does not stall the rest.
+  // Several tasks per thread so a thread slowed by a neighbour process does not stall the rest
+  // (as the runtime splits: gemv_parallel 4 per thread, matmul_parallel 2 per thread).
   const int64_t units = (c.N + gran - 1) / gran;
   const int64_t tasks =
-      std::min<int64_t>(units, c.R > kGemvMaxRows ? pool.size() : 4 * pool.size());
+      std::min<int64_t>(units, (c.R > kGemvMaxRows ? 2 : 4) * int64_t{pool.size()});
   int copy = 0;
   std::atomic<int64_t> cpu_ns{0};  // CPU time of all threads inside the kernel
   const auto t0 = std::chrono::steady_clock::now();

@@ -37,8 +37,8 @@ void for_elems(ThreadPool& pool, int64_t n, Fn&& fn) {
   pool.parallel_range(n, 16, [&](int64_t i0, int64_t i1, int) { fn(i0, i1); });
 }
 
-// Tasks per thread of gemv_parallel; QGEMMA_GEMV_TASKS=0 gives matmul_parallel's split instead
-// (one range per thread), for comparisons.
+// Tasks per thread of gemv_parallel; QGEMMA_GEMV_TASKS=0 (or 1) gives one range per thread
+// (for comparisons).
 const int g_gemv_tasks_per_thread = [] {
   const char* e = std::getenv("QGEMMA_GEMV_TASKS");
   return e ? std::max(0, std::atoi(e)) : 4;
@@ -61,31 +61,33 @@ MatmulArgs matmul_args(const Matrix& w, const void* x, size_t ldx, int64_t R, fl
   return a;
 }
 
-}  // namespace
-
-void matmul_parallel(ThreadPool& pool, const Matrix& w, const void* x, size_t ldx, int64_t R,
-                     float* y) {
-  const MatmulArgs a = matmul_args(w, x, ldx, R, y);
-  const int64_t grain = std::max<int64_t>(matmul_row_granularity(w.type), 8);
-  pool.parallel_range(w.out, grain,
-                      [&](int64_t n0, int64_t n1, int) { qgemma::matmul(w.type, a, n0, n1); });
-}
-
-void gemv_parallel(ThreadPool& pool, const Matrix& w, const void* x, size_t ldx, int64_t R,
-                   float* y) {
-  if (g_gemv_tasks_per_thread == 0) {
-    matmul_parallel(pool, w, x, ldx, R, y);
-    return;
-  }
+// Output rows [0, w.out) in tasks_per_thread tasks per thread (one range per thread when 0),
+// boundaries on multiples of 32 rows for the 8-row interleaved layouts (the AVX-512 kernels'
+// 32-row tiles stay whole), 16 otherwise.
+void split_matmul(ThreadPool& pool, const Matrix& w, const void* x, size_t ldx, int64_t R, float* y,
+                  int tasks_per_thread) {
   const MatmulArgs a = matmul_args(w, x, ldx, R, y);
   const int64_t gran = matmul_row_granularity(w.type) == 8 ? 32 : 16;
   const int64_t units = (w.out + gran - 1) / gran;
-  const int64_t tasks = std::min<int64_t>(units, g_gemv_tasks_per_thread * int64_t{pool.size()});
+  const int64_t tasks =
+      std::min<int64_t>(units, std::max(1, tasks_per_thread) * int64_t{pool.size()});
   pool.parallel_for(tasks, [&](int64_t t, int) {
     const int64_t n0 = std::min(w.out, units * t / tasks * gran);
     const int64_t n1 = std::min(w.out, units * (t + 1) / tasks * gran);
     if (n0 < n1) qgemma::matmul(w.type, a, n0, n1);
   });
+}
+
+}  // namespace
+
+void matmul_parallel(ThreadPool& pool, const Matrix& w, const void* x, size_t ldx, int64_t R,
+                     float* y) {
+  split_matmul(pool, w, x, ldx, R, y, 2);
+}
+
+void gemv_parallel(ThreadPool& pool, const Matrix& w, const void* x, size_t ldx, int64_t R,
+                   float* y) {
+  split_matmul(pool, w, x, ldx, R, y, g_gemv_tasks_per_thread);
 }
 
 CpuBackend::CpuBackend(const ModelConfig& c, ThreadPool& pool) : c_(c), pool_(pool) {

@@ -54,12 +54,15 @@ namespace {
 constexpr int kMaxRB32 = 9;          // activation rows of micro32 (decoding, verification)
 constexpr int kMaxRB16 = 12;         // activation rows of micro16 (2 * 12 + 4 zmm registers)
 constexpr int64_t kChunkGemv = 256;  // K blocks per chunk, R <= kMaxRB16 (8192 elements)
-constexpr int64_t kChunkGemm = 64;   // at most this many K blocks per chunk, GEMM (2048 elements)
-constexpr int64_t kSuper = 96;       // at most this many activation rows per GEMM super-tile
+// At most this many K blocks per GEMM chunk (4096 elements): the 12B's K = 3840 and 4096 take one
+// chunk, so y is written once instead of written and then read and written again per chunk
+// (y is R x N floats: 31 MB for a 512-token batch through the 15360-row projections).
+constexpr int64_t kChunkGemm = 128;
+constexpr int64_t kSuper = 96;            // at most this many activation rows per GEMM super-tile
 constexpr size_t kL2Target = 512 * 1024;  // bytes of weights per GEMM N block
 constexpr int64_t kPrefetch32 = 8;        // blocks ahead, micro32 (4 streams)
 constexpr int64_t kPrefetch16 = 16;       // blocks ahead, micro16 streaming (2 streams)
-constexpr int64_t kPrepEntries = std::max(kSuper * kChunkGemm, kMaxRB16* kChunkGemv);  // 48 KiB
+constexpr int64_t kPrepEntries = std::max(kSuper * kChunkGemm, kMaxRB16* kChunkGemv);  // 96 KiB
 
 // Per activation row and block: -offset * sum of the block's int8 values, and its scale. Stored
 // block-major (prep[b * stride + r]) so a tile reads one contiguous run per block.
@@ -67,6 +70,10 @@ struct Prep {
   int32_t ncorr;
   float dx;
 };
+
+// The prep of the calling thread's current call: 96 KiB, so per thread rather than on the stack
+// (callers' threads may have small stacks).
+alignas(64) thread_local Prep t_prep[kPrepEntries];
 
 using I32u = int32_t __attribute__((may_alias, aligned(1)));
 
@@ -334,7 +341,7 @@ void matmul_x8(const MatmulArgs& a, int64_t n0, int64_t n1) {
   const auto* w = static_cast<const Block*>(a.w);  // group g starts at w + g * nb
   const auto* x = static_cast<const uint8_t*>(a.x);
   auto xrow = [&](int64_t r) { return reinterpret_cast<const block_q8_0*>(x + r * a.ldx); };
-  alignas(64) Prep prep[kPrepEntries];
+  Prep* const prep = t_prep;
   if (a.R <= kMaxRB16) {
     // Decoding and verification batches: one activation tile, the weights stream once from
     // memory. Up to kMaxRB32 rows: 32-row tiles (4 weight streams, 2 integer chains per row, each
