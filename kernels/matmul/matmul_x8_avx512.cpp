@@ -58,11 +58,11 @@ constexpr int64_t kChunkGemv = 256;  // K blocks per chunk, R <= kMaxRB16 (8192 
 // chunk, so y is written once instead of written and then read and written again per chunk
 // (y is R x N floats: 31 MB for a 512-token batch through the 15360-row projections).
 constexpr int64_t kChunkGemm = 128;
-constexpr int64_t kSuper = 96;            // at most this many activation rows per GEMM super-tile
+constexpr int64_t kSuper = 192;           // at most this many activation rows per GEMM super-tile
 constexpr size_t kL2Target = 512 * 1024;  // bytes of weights per GEMM N block
 constexpr int64_t kPrefetch32 = 8;        // blocks ahead, micro32 (4 streams)
 constexpr int64_t kPrefetch16 = 16;       // blocks ahead, micro16 streaming (2 streams)
-constexpr int64_t kPrepEntries = std::max(kSuper * kChunkGemm, kMaxRB16* kChunkGemv);  // 96 KiB
+constexpr int64_t kPrepEntries = std::max(kSuper * kChunkGemm, kMaxRB16* kChunkGemv);  // 192 KiB
 
 // Per activation row and block: -offset * sum of the block's int8 values, and its scale. Stored
 // block-major (prep[b * stride + r]) so a tile reads one contiguous run per block.
@@ -71,7 +71,7 @@ struct Prep {
   float dx;
 };
 
-// The prep of the calling thread's current call: 96 KiB, so per thread rather than on the stack
+// The prep of the calling thread's current call: 192 KiB, so per thread rather than on the stack
 // (callers' threads may have small stacks).
 alignas(64) thread_local Prep t_prep[kPrepEntries];
 
