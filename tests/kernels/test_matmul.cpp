@@ -112,8 +112,9 @@ double tolerance_factor(TensorType wtype, int64_t K) {
 }
 
 // Runs `fn` on columns [n0, n1) and compares with matmul_ref; columns outside stay untouched.
+// `tf_override` replaces tolerance_factor(wtype, K) when positive.
 void check(TensorType wtype, MatmulFn fn, const std::string& name, int64_t N, int64_t K, int64_t R,
-           int64_t n0, int64_t n1, std::mt19937& rng) {
+           int64_t n0, int64_t n1, std::mt19937& rng, double tf_override = 0.0) {
   SCOPED_TRACE(name + " " + std::string(type_traits(wtype).name) + " N=" + std::to_string(N) +
                " K=" + std::to_string(K) + " R=" + std::to_string(R) + " n=[" + std::to_string(n0) +
                "," + std::to_string(n1) + ")");
@@ -126,7 +127,7 @@ void check(TensorType wtype, MatmulFn fn, const std::string& name, int64_t N, in
   fn(args, n0, n1);
   args.y = y_ref.data();
   matmul_ref(wtype, args, n0, n1);
-  const double tf = tolerance_factor(wtype, K);
+  const double tf = tf_override > 0.0 ? tf_override : tolerance_factor(wtype, K);
   int bad = 0;
   for (int64_t r = 0; r < R && bad < 5; ++r) {
     for (int64_t n = 0; n < ldy && bad < 5; ++n) {
@@ -227,7 +228,7 @@ TEST_P(MatmulTest, Gemma12BGemvShapes) {
 }
 
 // The repacked layouts' tile paths (AVX-512: 32-row tiles for R <= 9, 16-row tiles for R <= 12,
-// GEMM super-tiles of <= 96 rows in <= 12-row tiles and K chunks of <= 64 blocks): every R from
+// GEMM super-tiles of <= 192 rows in <= 12-row tiles and K chunks of <= 128 blocks): every R from
 // 1 to 14, R around the super-tile size, an odd number of 8-row groups (partial 32- and 16-row
 // tiles), sub-ranges starting on 8-row boundaries, and K spanning several chunks.
 TEST(MatmulX8, EveryRowCountAndTilePath) {
@@ -238,14 +239,104 @@ TEST(MatmulX8, EveryRowCountAndTilePath) {
         check(wtype, v.fn, v.name, 56, 288, R, 0, 56, rng);  // 7 groups, nb = 9
         check(wtype, v.fn, v.name, 56, 96, R, 8, 48, rng);   // sub-range of 5 groups
       }
-      for (int64_t R : {95, 96, 97, 130}) check(wtype, v.fn, v.name, 40, 32 * 130, R, 0, 40, rng);
+      for (int64_t R : {95, 96, 97, 130, 191, 192, 193, 250})
+        check(wtype, v.fn, v.name, 40, 32 * 130, R, 0, 40, rng);
       if (!under_qemu()) {
         for (int64_t R : {5, 9, 12}) check(wtype, v.fn, v.name, 24, 8224, R, 0, 24, rng);
-        check(wtype, v.fn, v.name, 24, 32 * 300, 100, 8, 24, rng);  // 5 chunks of 60 blocks
+        check(wtype, v.fn, v.name, 24, 32 * 300, 100, 8, 24, rng);  // 3 chunks of 100 blocks
       }
     }
   }
 }
+
+// Float weights (F32, F16, BF16), every variant (AVX2/AVX-512 GEMV and GEMM, the NEON GEMV): the
+// GEMMs' blocking (AVX-512: 6-row activation tiles, groups of 8 weight rows in 4-row micro tiles,
+// 512-element K chunks, a masked K tail; AVX2: 4-row activation tiles, groups of 12 weight rows
+// in 3-row micro tiles, 256-element K chunks, a scalar K tail; both: blocks of 12..72 activation
+// rows by K) and the NEON kernel's 8-row groups and 512-element K chunks with a zero-padded tail:
+// R across tile and block edges, N and sub-ranges not multiples of 3, 4 or 8, K across chunk edges
+// with a ragged tail, and the 12B prefill shapes (R = 64 and 512) on a slice of the weights. Same
+// tolerance as every float variant ((K/8 + 16) * 2^-24 * M, see the top of this file): the GEMMs
+// do the GEMVs' arithmetic (each lane a sequential sum over K/16 or K/8 products, then a fixed
+// reduction), the NEON kernel's lanes sum K/8 products, then 3 reduction steps.
+TEST(MatmulFloat, BlockingEdgesAllVariants) {
+  std::mt19937 rng(8642);
+  for (TensorType wtype : {TensorType::F32, TensorType::F16, TensorType::BF16}) {
+    for (const Variant& v : variants(wtype)) {
+      for (int64_t R = 1; R <= 14; ++R) check(wtype, v.fn, v.name, 13, 1031, R, 0, 13, rng);
+      check(wtype, v.fn, v.name, 21, 531, 9, 3, 19, rng);  // sub-range, one chunk + 19
+      for (int64_t R : {71, 72, 73, 150}) check(wtype, v.fn, v.name, 11, 100, R, 0, 11, rng);
+      check(wtype, v.fn, v.name, 6, 15, 80, 1, 6, rng);  // K below one 16-lane step
+      if (!under_qemu()) {
+        check(wtype, v.fn, v.name, 10, 2048 + 512 + 9, 20, 1, 10, rng);  // chunks + tail
+        check(wtype, v.fn, v.name, 9, 4096, 13, 0, 9, rng);
+        // 12B prefill shapes (K -> N) on a slice of the weight rows.
+        check(wtype, v.fn, v.name, 8, 3840, 512, 0, 8, rng);
+        check(wtype, v.fn, v.name, 12, 4096, 64, 0, 12, rng);
+        check(wtype, v.fn, v.name, 12, 15360, 64, 2, 12, rng);
+      }
+    }
+  }
+}
+
+// Batch invariance of float weights (the runtime's exact speculative verification compares a
+// multi-token eval with single-token steps bit for bit): at every ISA, each row of the kernel the
+// dispatcher picks for R rows equals the R = 1 kernel's result for that row alone, bit for bit,
+// for R = 9 (the 8-draft verification batch) and prefill sizes across the GEMMs' blocks, K with
+// and without a tail, K < 8, and the 12B shapes.
+TEST(MatmulFloat, EveryRowEqualsTheSingleRowResultBitForBit) {
+  std::mt19937 rng(1357);
+  struct Shape {
+    int64_t N, K, R;
+  };
+  std::vector<Shape> shapes = {{13, 1031, 9}, {13, 1031, 80}, {11, 7, 9}, {7, 3840, 9}};
+  if (!under_qemu()) shapes.push_back({6, 15360, 30});
+  for (TensorType wtype : {TensorType::F32, TensorType::F16, TensorType::BF16}) {
+    for (Isa isa : {Isa::avx2, Isa::avx512, Isa::neon}) {
+      if (!isa_supported(isa)) continue;
+      for (const Shape& sh : shapes) {
+        SCOPED_TRACE(std::string(isa_name(isa)) + " " + std::string(type_traits(wtype).name) +
+                     " N=" + std::to_string(sh.N) + " K=" + std::to_string(sh.K) +
+                     " R=" + std::to_string(sh.R));
+        const Weights w = make_weights(wtype, sh.N, sh.K, rng);
+        const Acts x = make_acts(wtype, sh.R, sh.K, rng);
+        std::vector<float> y(sh.R * sh.N), y1(sh.N);
+        MatmulArgs args{w.data.data(), x.data.data(), x.ldx, y.data(), sh.N, sh.K, sh.R};
+        matmul_pick(wtype, sh.R, isa)(args, 0, sh.N);
+        for (int64_t r = 0; r < sh.R; ++r) {
+          MatmulArgs one{w.data.data(), x.data.data() + r * x.ldx, x.ldx, y1.data(), sh.N, sh.K, 1};
+          matmul_pick(wtype, 1, isa)(one, 0, sh.N);
+          ASSERT_EQ(0, std::memcmp(y1.data(), y.data() + r * sh.N, sh.N * sizeof(float)))
+              << "row " << r;
+        }
+      }
+    }
+  }
+}
+
+#if defined(__x86_64__)
+// The vdpbf16ps GEMM (gemm_bf16_bf16_avx512, not in the dispatch table): it rounds each
+// activation to BF16 (relative error <= 2^-8, the weights are exact) and adds 2 exact products
+// per lane and instruction (<= 2 roundings): |y - y_ref| <= (2^-8 + (K/16 + 17) * 2^-24) * M for
+// data without subnormals. Ragged R across its 6-row tiles and 48-row blocks, K across its
+// 512-element chunks with a tail that is not a multiple of 32, sub-ranges, a 12B shape.
+TEST(MatmulFloat, Bf16DotGemmMatchesReference) {
+  if (!isa_supported(Isa::avx512) || !cpu_features().avx512bf16) {
+    GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  }
+  std::mt19937 rng(97531);
+  const TensorType wt = TensorType::BF16;
+  const auto tf = [](int64_t K) {
+    return std::ldexp(1.0, -8) + (K / 16.0 + 17) * std::ldexp(1.0, -24);
+  };
+  for (int64_t R : {1, 5, 6, 7, 13, 47, 48, 49, 100}) {
+    check(wt, gemm_bf16_bf16_avx512, "gemm_bf16_bf16_avx512", 13, 1031, R, 0, 13, rng, tf(1031));
+  }
+  check(wt, gemm_bf16_bf16_avx512, "gemm_bf16_bf16_avx512", 9, 31, 20, 1, 8, rng, tf(31));
+  check(wt, gemm_bf16_bf16_avx512, "gemm_bf16_bf16_avx512", 10, 512, 9, 2, 10, rng, tf(512));
+  check(wt, gemm_bf16_bf16_avx512, "gemm_bf16_bf16_avx512", 8, 3840, 64, 0, 8, rng, tf(3840));
+}
+#endif
 
 TEST_P(MatmulTest, DispatchMatchesReference) {
   const TensorType wtype = GetParam();
