@@ -20,7 +20,7 @@ endfunction()
 # Weight formats of the matrix shaders (code differs per format: block layout and dequantize).
 set(QGEMMA_WEIGHT_VARIANTS
   q4_0 "WTYPE_Q4_0" q8_0 "WTYPE_Q8_0" q4_k "WTYPE_Q4_K" q6_k "WTYPE_Q6_K"
-  f16 "WTYPE_F16" bf16 "WTYPE_BF16" f32 "WTYPE_F32")
+  f16 "WTYPE_F16" bf16 "WTYPE_BF16" f32 "WTYPE_F32" q5_k "WTYPE_Q5_K")
 qgemma_shader_variants(mul_mat_vec ${QGEMMA_WEIGHT_VARIANTS})
 qgemma_shader_variants(mul_mm ${QGEMMA_WEIGHT_VARIANTS})
 # Integer dot products (SPV_KHR_integer_dot_product) against Q8 activations.

@@ -41,13 +41,14 @@ void fill_row(uint64_t seed, const std::string& name, int64_t row, float center,
 
 int64_t block_of(TensorType t) { return type_traits(t).block_size; }
 
-// Weight type of one matrix, following llama.cpp's Q4_K_M idea for "q4_k": more bits for the
-// embedding / output and for ffn_down (and attn_v) of the first and last eighth and every third
-// layer in between; K-quants fall back to Q8_0 where the row is not a multiple of 256.
+// Weight type of one matrix, following llama.cpp's Q4_K_M / Q5_K_M idea for "q4_k" / "q5_k":
+// more bits (Q6_K) for the embedding / output and for ffn_down (and attn_v) of the first and last
+// eighth and every third layer in between; K-quants fall back to Q8_0 where the row is not a
+// multiple of 256.
 TensorType matrix_type(TensorType base, const std::string& name, int layer, int n_layer,
                        int64_t in) {
   TensorType t = base;
-  if (base == TensorType::Q4_K) {
+  if (base == TensorType::Q4_K || base == TensorType::Q5_K) {
     const bool more_bits = layer >= 0 && (layer < n_layer / 8 || layer >= 7 * n_layer / 8 ||
                                           (layer - n_layer / 8) % 3 == 2);
     const bool sensitive =
@@ -93,6 +94,27 @@ struct Adder {
     });
   }
 };
+
+uint32_t llama_file_type(TensorType t) {
+  switch (t) {
+    case TensorType::F16:
+      return 1;
+    case TensorType::Q4_0:
+      return 2;
+    case TensorType::Q8_0:
+      return 7;
+    case TensorType::Q4_K:
+      return 15;  // synth's q4_k is a Q4_K_M-like mix
+    case TensorType::Q5_K:
+      return 17;  // LLAMA_FTYPE_MOSTLY_Q5_K_M: synth's q5_k is a Q5_K_M-like mix
+    case TensorType::Q6_K:
+      return 18;
+    case TensorType::BF16:
+      return 32;
+    default:
+      return 0;  // F32
+  }
+}
 
 LayerConfig layer(bool sliding, int n_head, int kv, int hd, int ff, float base, bool v_from_k) {
   LayerConfig l;
@@ -157,7 +179,8 @@ bool parse_weight_type(const std::string& s, TensorType* out) {
   } kTypes[] = {{"f32", TensorType::F32},     {"f16", TensorType::F16},
                 {"bf16", TensorType::BF16},   {"q8_0", TensorType::Q8_0},
                 {"q4_0", TensorType::Q4_0},   {"q4_k", TensorType::Q4_K},
-                {"q4_k_m", TensorType::Q4_K}, {"q6_k", TensorType::Q6_K}};
+                {"q4_k_m", TensorType::Q4_K}, {"q6_k", TensorType::Q6_K},
+                {"q5_k", TensorType::Q5_K},   {"q5_k_m", TensorType::Q5_K}};
   std::string lower;
   for (char ch : s) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   for (const auto& e : kTypes) {
@@ -242,6 +265,9 @@ void synth_model(const ModelConfig& config, const SynthOptions& o, GgufWriter& w
     c.n_vocab = tok.n_tokens();  // one embedding row per token of the real vocabulary
   }
   c.to_gguf(w);
+  // llama.cpp's llama_ftype of the mix (ALL_F32 0, MOSTLY_F16 1, Q4_0 2, Q8_0 7, Q4_K_M 15,
+  // Q5_K_M 17, Q6_K 18, BF16 32): without it llama.cpp labels every file "(guessed) all F32".
+  w.set("general.file_type", GgufValue::u32(llama_file_type(o.type)));
   Adder a{w, o.seed};
   const int64_t E = c.n_embd;
   const int L = c.n_layer;

@@ -20,14 +20,16 @@ ModelConfig synth_preset(const std::string& name);
 
 struct SynthOptions {
   std::string preset = "tiny";
-  // Weight type of the matrices. Q4_K writes llama.cpp's Q4_K_M mix (token_embd, and ffn_down
-  // of some layers, in Q6_K). Norms, the layer scalar and rope_freqs stay F32.
+  // Weight type of the matrices. Q4_K / Q5_K write llama.cpp's Q4_K_M / Q5_K_M mix (token_embd,
+  // and ffn_down / attn_v of some layers, in Q6_K). Norms, the layer scalar and rope_freqs stay
+  // F32.
   TensorType type = TensorType::F32;
   std::string tokenizer_json;  // when set, the real tokenizer's metadata; else a byte-level vocab
   uint64_t seed = 1;
 };
 
-// Parses "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k" (also "q4_k_m"), "q6_k".
+// Parses "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k" (also "q4_k_m"), "q5_k" (also "q5_k_m"),
+// "q6_k".
 bool parse_weight_type(const std::string& s, TensorType* out);
 
 // Adds the config, the tokenizer and every tensor (filled lazily, row by row) to `w`.

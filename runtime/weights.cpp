@@ -90,6 +90,7 @@ bool is_supported_weight_type(TensorType t) {
     case TensorType::Q8_0:
     case TensorType::Q4_0:
     case TensorType::Q4_K:
+    case TensorType::Q5_K:
     case TensorType::Q6_K:
       return true;
     default:

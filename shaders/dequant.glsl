@@ -1,6 +1,7 @@
 // Dequantization of llama.cpp block formats (kernels/quant/formats.h), four elements at a time.
 // Needs BYTE_READERS(w, <array>) from bytes.glsl and exactly one WTYPE_* define:
-//   WTYPE_Q4_0, WTYPE_Q8_0, WTYPE_Q4_K, WTYPE_Q6_K, WTYPE_F16, WTYPE_BF16, WTYPE_F32.
+//   WTYPE_Q4_0, WTYPE_Q8_0, WTYPE_Q4_K, WTYPE_Q5_K, WTYPE_Q6_K, WTYPE_F16, WTYPE_BF16,
+//   WTYPE_F32.
 // w_dq4(rb, e): elements e..e+3 (e a multiple of 4) of the row starting at byte rb.
 // w_dq1(rb, e): one element (only the float types need it, for rows with K % 4 != 0).
 // W_BLOCK: elements per block (K must be a multiple of it).
@@ -41,6 +42,31 @@ vec4 w_dq4(uint rb, uint e) {
   }
   uint q = w_u32(bb + 16u + (i >> 6) * 32u + (i & 31u));
   q = ((j & 1u) == 0u) ? (q & 0x0F0F0F0Fu) : ((q >> 4) & 0x0F0F0F0Fu);
+  return d * float(sc) * vec4(q & 0xFFu, (q >> 8) & 0xFFu, (q >> 16) & 0xFFu, q >> 24) -
+         dmin * float(m);
+}
+
+#elif defined(WTYPE_Q5_K)
+#define W_BLOCK 256u
+// Q4_K's scales and nibbles (qs at byte 48), plus bit j of qh[l] (byte 16 + l) as bit 4 of
+// element 32j + l.
+vec4 w_dq4(uint rb, uint e) {
+  uint bb = rb + (e >> 8) * 176u;
+  uint i = e & 255u;
+  uint j = i >> 5;
+  float d = w_f16(bb), dmin = w_f16(bb + 2u);
+  uint sc, m;
+  if (j < 4u) {
+    sc = w_u8(bb + 4u + j) & 63u;
+    m = w_u8(bb + 8u + j) & 63u;
+  } else {
+    uint hi = w_u8(bb + 8u + j);
+    sc = (hi & 15u) | ((w_u8(bb + j) >> 6) << 4);
+    m = (hi >> 4) | ((w_u8(bb + 4u + j) >> 6) << 4);
+  }
+  uint q = w_u32(bb + 48u + (i >> 6) * 32u + (i & 31u));
+  q = ((j & 1u) == 0u) ? (q & 0x0F0F0F0Fu) : ((q >> 4) & 0x0F0F0F0Fu);
+  q |= ((w_u32(bb + 16u + (i & 31u)) >> j) & 0x01010101u) << 4;
   return d * float(sc) * vec4(q & 0xFFu, (q >> 8) & 0xFFu, (q >> 16) & 0xFFu, q >> 24) -
          dmin * float(m);
 }

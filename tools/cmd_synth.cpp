@@ -22,7 +22,8 @@ struct SynthCmd {
 int run_synth(const SynthCmd& cmd) {
   SynthOptions o = cmd.o;
   if (!parse_weight_type(cmd.type, &o.type)) {
-    throw Error("--type '" + cmd.type + "': expected f32, f16, bf16, q8_0, q4_0, q4_k or q6_k");
+    throw Error("--type '" + cmd.type +
+                "': expected f32, f16, bf16, q8_0, q4_0, q4_k, q5_k or q6_k");
   }
   if (is_drafter_preset(o.preset)) {  // MTP drafters (gemma4-assistant), see runtime/drafter.h
     synth_drafter_write(cmd.out, synth_drafter_preset(o.preset), o.type, o.seed,
@@ -44,7 +45,7 @@ const bool registered = register_command(
       app.add_option("--preset", cmd->o.preset,
                      "tiny | small | 12b | tiny-assistant | small-assistant | 12b-assistant")
           ->capture_default_str();
-      app.add_option("--type", cmd->type, "f32 | f16 | bf16 | q8_0 | q4_0 | q4_k | q6_k")
+      app.add_option("--type", cmd->type, "f32 | f16 | bf16 | q8_0 | q4_0 | q4_k | q5_k | q6_k")
           ->capture_default_str();
       app.add_option("--tokenizer", cmd->o.tokenizer_json,
                      "tokenizer.json to embed (default: a byte-level vocabulary)");

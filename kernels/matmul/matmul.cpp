@@ -77,6 +77,10 @@ const std::array kTable = {
             QG_X86(matmul_q6_k_q8_k_avx2, matmul_q6_k_q8_k_avx2),
             QG_X86(matmul_q6_k_q8_k_avx512, matmul_q6_k_q8_k_avx512),
             QG_ARM(matmul_q6_k_q8_k_neon, matmul_q6_k_q8_k_neon)},
+  TypeEntry{TensorType::Q5_K,   TensorType::Q8_K, matmul_q5_k_q8_k_ref,
+            QG_X86(matmul_q5_k_q8_k_avx2, matmul_q5_k_q8_k_avx2),
+            QG_X86(matmul_q5_k_q8_k_avx512, matmul_q5_k_q8_k_avx512),
+            QG_ARM(matmul_q5_k_q8_k_neon, matmul_q5_k_q8_k_neon)},
   // Repacked K-quants: AVX2 and AVX-512 (on Arm should_repack() keeps the plain layout).
   TypeEntry{TensorType::Q4_Kx8, TensorType::Q8_K, matmul_q4_kx8_q8_k_ref,
             QG_X86(matmul_q4_kx8_q8_k_avx2, matmul_q4_kx8_q8_k_avx2),

@@ -76,6 +76,60 @@ void q4_k_rows(const block_q4_K* w, const uint8_t* x, size_t ldx, int64_t nb, fl
   for (int r = 0; r < RB; ++r) y[r * ldy] = hsum(_mm256_sub_ps(acc[r], acc_min[r]));
 }
 
+// One Q5_K weight row against RB activation rows: q4_k_rows with bit 4 of every code from qh.
+template <int RB>
+void q5_k_rows(const block_q5_K* w, const uint8_t* x, size_t ldx, int64_t nb, float* y,
+               int64_t ldy) {
+  const block_q8_K* xr[RB];
+  for (int r = 0; r < RB; ++r) xr[r] = reinterpret_cast<const block_q8_K*>(x + r * ldx);
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  const __m256i m16 = _mm256_set1_epi8(0x10);
+  __m256 acc[RB], acc_min[RB];
+  for (int r = 0; r < RB; ++r) acc[r] = acc_min[r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    prefetch_ahead(w + b);
+    uint64_t sc, mn;
+    q4_k_scales_mins(w[b].scales, &sc, &mn);
+    const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc)));
+    const __m128i mn8 = _mm_cvtsi64_si128(mn);
+    const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn8, mn8));
+    // Byte l: bit j = bit 4 of element 32j + l's code. Shifted right by 2 per chunk, so chunk c
+    // finds sub-block 2c's bit at bit 0 and 2c + 1's at bit 1 (16-bit shifts: the bits that
+    // cross bytes land in bits 6..7, never read).
+    __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qh));
+    __m256i isum[RB];
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * c));
+      const __m256i lo =
+          _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m16));
+      const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                                         _mm256_and_si256(_mm256_slli_epi16(qh, 3), m16));
+      qh = _mm256_srli_epi16(qh, 2);
+      const __m256i s_lo = _mm256_shuffle_epi8(scales, _mm256_set1_epi16((4 * c + 1) << 8 | 4 * c));
+      const __m256i s_hi =
+          _mm256_shuffle_epi8(scales, _mm256_set1_epi16((4 * c + 3) << 8 | (4 * c + 2)));
+      for (int r = 0; r < RB; ++r) {
+        const int8_t* xq = xr[r][b].qs + 64 * c;
+        const __m256i x_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq));
+        const __m256i x_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32));
+        // Codes <= 31: each vpmaddubsw pair sum is at most 2 * 31 * 128, no int16 saturation.
+        const __m256i p = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(lo, x_lo), s_lo),
+                                           _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x_hi), s_hi));
+        isum[r] = c == 0 ? p : _mm256_add_epi32(isum[r], p);
+      }
+    }
+    const float dw = f16(w[b].d), dm = f16(w[b].dmin);
+    for (int r = 0; r < RB; ++r) {
+      const block_q8_K& xb = xr[r][b];
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.bsums));
+      const __m256i msum = _mm256_madd_epi16(bs, mins);
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_set1_ps(dw * xb.d), acc[r]);
+      acc_min[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dm * xb.d), acc_min[r]);
+    }
+  }
+  for (int r = 0; r < RB; ++r) y[r * ldy] = hsum(_mm256_sub_ps(acc[r], acc_min[r]));
+}
+
 // One Q6_K weight row against RB activation rows. Codes are 0..63 (value = code - 32).
 template <int RB>
 void q6_k_rows(const block_q6_K* w, const uint8_t* x, size_t ldx, int64_t nb, float* y,
@@ -152,6 +206,14 @@ struct Q4KRows {
 };
 
 template <int RB>
+struct Q5KRows {
+  static void run(const block_q5_K* w, const uint8_t* x, size_t ldx, int64_t nb, float* y,
+                  int64_t ldy) {
+    q5_k_rows<RB>(w, x, ldx, nb, y, ldy);
+  }
+};
+
+template <int RB>
 struct Q6KRows {
   static void run(const block_q6_K* w, const uint8_t* x, size_t ldx, int64_t nb, float* y,
                   int64_t ldy) {
@@ -168,6 +230,10 @@ void matmul_q4_k_q8_k_avx2(const MatmulArgs& a, int64_t n0, int64_t n1) {
 
 void matmul_q6_k_q8_k_avx2(const MatmulArgs& a, int64_t n0, int64_t n1) {
   kquant_matmul<block_q6_K, Q6KRows, kTileRows>(a, n0, n1);
+}
+
+void matmul_q5_k_q8_k_avx2(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  kquant_matmul<block_q5_K, Q5KRows, kTileRows>(a, n0, n1);
 }
 
 }  // namespace qgemma

@@ -102,6 +102,67 @@ void q4_k_rows(const block_q4_K* w, const uint8_t* x, size_t ldx, int64_t nb, fl
   }
 }
 
+// Q5_K: q4_k_rows plus bit 4 of every code. qh (32 bytes, byte l bit j = element 32j + l) is
+// broadcast to both halves; chunk c tests bit 2c (lower half, sub-block 2c) and bit 2c + 1
+// (upper half) with vptestmb and adds 16 under that mask.
+template <int RB>
+void q5_k_rows(const block_q5_K* w, const uint8_t* x, size_t ldx, int64_t nb, float* y,
+               int64_t ldy) {
+  const block_q8_K* xr[RB];
+  for (int r = 0; r < RB; ++r) xr[r] = reinterpret_cast<const block_q8_K*>(x + r * ldx);
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  const __m512i m16 = _mm512_set1_epi8(0x10);
+  const __m512i nibble_shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
+  const __m512i idx[4] = {q4_k_scale_index<0>(), q4_k_scale_index<1>(), q4_k_scale_index<2>(),
+                          q4_k_scale_index<3>()};
+  __m512i bit[4];
+  for (int c = 0; c < 4; ++c) {
+    bit[c] = _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << (2 * c))),
+                                _mm256_set1_epi8(static_cast<char>(1 << (2 * c + 1))), 1);
+  }
+  __m512 acc[RB];
+  __m256 acc_min[RB];
+  for (int r = 0; r < RB; ++r) acc[r] = _mm512_setzero_ps();
+  for (int r = 0; r < RB; ++r) acc_min[r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    prefetch_ahead(w + b);
+    uint64_t sc, mn;
+    q4_k_scales_mins(w[b].scales, &sc, &mn);
+    const __m512i scales = _mm512_zextsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc)));
+    const __m128i mn8 = _mm_cvtsi64_si128(mn);
+    const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn8, mn8));
+    const __m512i qh =
+        _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qh)));
+    __m512i isum[RB];
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q32 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * c));
+      const __m512i q4 =
+          _mm512_and_si512(_mm512_srlv_epi64(_mm512_broadcast_i64x4(q32), nibble_shift), m4);
+      const __m512i q5 = _mm512_mask_add_epi8(q4, _mm512_test_epi8_mask(qh, bit[c]), q4, m16);
+      const __m512i s = _mm512_permutexvar_epi16(idx[c], scales);
+      for (int r = 0; r < RB; ++r) {
+        const __m512i xv = _mm512_loadu_si512(xr[r][b].qs + 64 * c);
+        const __m512i p = _mm512_maddubs_epi16(q5, xv);
+        isum[r] = c == 0 ? _mm512_madd_epi16(p, s) : _mm512_dpwssd_epi32(isum[r], p, s);
+      }
+    }
+    uint32_t d_dmin;
+    std::memcpy(&d_dmin, &w[b].d, sizeof(d_dmin));
+    const __m128 dw_dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(d_dmin)));
+    for (int r = 0; r < RB; ++r) {
+      const block_q8_K& xb = xr[r][b];
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.bsums));
+      const __m256 msum = _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins));
+      const __m128 scale = _mm_mul_ps(dw_dm, _mm_set1_ps(xb.d));
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r]), _mm512_broadcastss_ps(scale), acc[r]);
+      acc_min[r] = _mm256_fmadd_ps(msum, _mm256_broadcastss_ps(_mm_movehdup_ps(scale)), acc_min[r]);
+    }
+  }
+  for (int r = 0; r < RB; ++r) {
+    y[r * ldy] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[r], _mm512_zextps256_ps512(acc_min[r])));
+  }
+}
+
 // int16 lane i of 64-element chunk C -> group 4C + i / 8 (each qword holds 4 equal lanes).
 template <int C>
 inline __m512i q6_k_scale_index() {
@@ -170,6 +231,14 @@ struct Q4KRows {
   static void run(const block_q4_K* w, const uint8_t* x, size_t ldx, int64_t nb, float* y,
                   int64_t ldy) {
     q4_k_rows<RB>(w, x, ldx, nb, y, ldy);
+  }
+};
+
+template <int RB>
+struct Q5KRows {
+  static void run(const block_q5_K* w, const uint8_t* x, size_t ldx, int64_t nb, float* y,
+                  int64_t ldy) {
+    q5_k_rows<RB>(w, x, ldx, nb, y, ldy);
   }
 };
 
@@ -623,6 +692,10 @@ void matmul_q4_k_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1) {
 
 void matmul_q6_k_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1) {
   kquant_matmul<block_q6_K, Q6KRows, kTileRows>(a, n0, n1);
+}
+
+void matmul_q5_k_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  kquant_matmul<block_q5_K, Q5KRows, kTileRows>(a, n0, n1);
 }
 
 }  // namespace qgemma

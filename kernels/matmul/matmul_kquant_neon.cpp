@@ -75,6 +75,64 @@ void q4_k_rows(const block_q4_K* w, const uint8_t* x, size_t ldx, int64_t nb, fl
   for (int r = 0; r < RB; ++r) y[r * ldy] = acc[r];
 }
 
+// Q5_K: q4_k_rows plus bit 4 of every code from qh (codes 0..31, still valid int8). qh byte l
+// bit j belongs to element 32j + l; shifted right by 2 per chunk, chunk c finds sub-block 2c's
+// bit at bit 0 and 2c + 1's at bit 1.
+template <int RB>
+void q5_k_rows(const block_q5_K* w, const uint8_t* x, size_t ldx, int64_t nb, float* y,
+               int64_t ldy) {
+  const block_q8_K* xr[RB];
+  for (int r = 0; r < RB; ++r) xr[r] = reinterpret_cast<const block_q8_K*>(x + r * ldx);
+  const uint8x16_t m4 = vdupq_n_u8(0x0f);
+  const uint8x16_t m16 = vdupq_n_u8(0x10);
+  float acc[RB] = {};
+  for (int64_t b = 0; b < nb; ++b) {
+    prefetch_ahead(w + b);
+    uint64_t sc64, mn64;
+    q4_k_scales_mins(w[b].scales, &sc64, &mn64);
+    uint8_t sc[8];
+    std::memcpy(sc, &sc64, 8);
+    const int16x8_t mins = vreinterpretq_s16_u16(vmovl_u8(vcreate_u8(mn64)));
+    uint8x16_t qh0 = vld1q_u8(w[b].qh);
+    uint8x16_t qh1 = vld1q_u8(w[b].qh + 16);
+    int32x4_t isum[RB];
+    for (int r = 0; r < RB; ++r) isum[r] = vdupq_n_s32(0);
+    for (int c = 0; c < 4; ++c) {
+      const uint8x16_t q0 = vld1q_u8(w[b].qs + 32 * c);
+      const uint8x16_t q1 = vld1q_u8(w[b].qs + 32 * c + 16);
+      const int8x16_t lo0 =
+          vreinterpretq_s8_u8(vorrq_u8(vandq_u8(q0, m4), vandq_u8(vshlq_n_u8(qh0, 4), m16)));
+      const int8x16_t lo1 =
+          vreinterpretq_s8_u8(vorrq_u8(vandq_u8(q1, m4), vandq_u8(vshlq_n_u8(qh1, 4), m16)));
+      const int8x16_t hi0 =
+          vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q0, 4), vandq_u8(vshlq_n_u8(qh0, 3), m16)));
+      const int8x16_t hi1 =
+          vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q1, 4), vandq_u8(vshlq_n_u8(qh1, 3), m16)));
+      qh0 = vshrq_n_u8(qh0, 2);
+      qh1 = vshrq_n_u8(qh1, 2);
+      for (int r = 0; r < RB; ++r) {
+        const int8_t* xq = xr[r][b].qs + 64 * c;
+        const int32x4_t plo =
+            vdotq_s32(vdotq_s32(vdupq_n_s32(0), lo0, vld1q_s8(xq)), lo1, vld1q_s8(xq + 16));
+        const int32x4_t phi =
+            vdotq_s32(vdotq_s32(vdupq_n_s32(0), hi0, vld1q_s8(xq + 32)), hi1, vld1q_s8(xq + 48));
+        isum[r] = vmlaq_n_s32(isum[r], plo, sc[2 * c]);
+        isum[r] = vmlaq_n_s32(isum[r], phi, sc[2 * c + 1]);
+      }
+    }
+    const float dw = f16(w[b].d), dm = f16(w[b].dmin);
+    for (int r = 0; r < RB; ++r) {
+      const block_q8_K& xb = xr[r][b];
+      const int16x8_t sub = vpaddq_s16(vld1q_s16(xb.bsums), vld1q_s16(xb.bsums + 8));
+      const int32x4_t m = vmlal_s16(vmull_s16(vget_low_s16(sub), vget_low_s16(mins)),
+                                    vget_high_s16(sub), vget_high_s16(mins));
+      acc[r] += xb.d * (dw * static_cast<float>(vaddvq_s32(isum[r])) -
+                        dm * static_cast<float>(vaddvq_s32(m)));
+    }
+  }
+  for (int r = 0; r < RB; ++r) y[r * ldy] = acc[r];
+}
+
 template <int RB>
 void q6_k_rows(const block_q6_K* w, const uint8_t* x, size_t ldx, int64_t nb, float* y,
                int64_t ldy) {
@@ -130,6 +188,14 @@ struct Q4KRows {
 };
 
 template <int RB>
+struct Q5KRows {
+  static void run(const block_q5_K* w, const uint8_t* x, size_t ldx, int64_t nb, float* y,
+                  int64_t ldy) {
+    q5_k_rows<RB>(w, x, ldx, nb, y, ldy);
+  }
+};
+
+template <int RB>
 struct Q6KRows {
   static void run(const block_q6_K* w, const uint8_t* x, size_t ldx, int64_t nb, float* y,
                   int64_t ldy) {
@@ -146,6 +212,10 @@ void matmul_q4_k_q8_k_neon(const MatmulArgs& a, int64_t n0, int64_t n1) {
 
 void matmul_q6_k_q8_k_neon(const MatmulArgs& a, int64_t n0, int64_t n1) {
   kquant_matmul<block_q6_K, Q6KRows, kTileRows>(a, n0, n1);
+}
+
+void matmul_q5_k_q8_k_neon(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  kquant_matmul<block_q5_K, Q5KRows, kTileRows>(a, n0, n1);
 }
 
 }  // namespace qgemma

@@ -1,4 +1,4 @@
-// Scalar references for Q4_K / Q6_K weights x Q8_K activations: the ground truth the SIMD
+// Scalar references for Q4_K / Q5_K / Q6_K weights x Q8_K activations: the ground truth the SIMD
 // variants are tested against. Written from the block layouts (kernels/quant/formats.h), not
 // from the SIMD code: every sum inside a 256-block is exact in int32, then one float step per
 // block, which is dequant(W) . dequant(X) up to float rounding of the block totals.
@@ -38,6 +38,33 @@ float dot_q4_k_q8_k_ref(const block_q4_K* w, const block_q8_K* x, int64_t nb) {
       int32_t dot = 0, xsum = 0;
       for (int l = 0; l < 32; ++l) {
         dot += ((q[l] >> shift) & 0x0f) * xq[l];
+        xsum += xq[l];
+      }
+      scaled += scale * dot;
+      mins += min * xsum;
+    }
+    sum += x[b].d * (f16_to_f32(w[b].d) * static_cast<float>(scaled) -
+                     f16_to_f32(w[b].dmin) * static_cast<float>(mins));
+  }
+  return sum;
+}
+
+// Q5_K: as Q4_K, plus bit j of qh[l] as bit 4 of the code of element 32j + l.
+float dot_q5_k_q8_k_ref(const block_q5_K* w, const block_q8_K* x, int64_t nb) {
+  float sum = 0.0f;
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t scaled = 0;
+    int32_t mins = 0;
+    for (int j = 0; j < 8; ++j) {
+      int scale, min;
+      q4_k_scale_min(w[b].scales, j, &scale, &min);
+      const uint8_t* q = w[b].qs + 32 * (j / 2);
+      const int shift = (j % 2) * 4;
+      const int8_t* xq = x[b].qs + 32 * j;
+      int32_t dot = 0, xsum = 0;
+      for (int l = 0; l < 32; ++l) {
+        const int code = ((q[l] >> shift) & 0x0f) | ((w[b].qh[l] >> j) & 1) << 4;
+        dot += code * xq[l];
         xsum += xq[l];
       }
       scaled += scale * dot;
@@ -131,6 +158,10 @@ void matmul_q6_kx8_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1) {
 
 void matmul_q4_k_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1) {
   matmul_rows_ref<block_q4_K, dot_q4_k_q8_k_ref>(a, n0, n1);
+}
+
+void matmul_q5_k_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  matmul_rows_ref<block_q5_K, dot_q5_k_q8_k_ref>(a, n0, n1);
 }
 
 void matmul_q6_k_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1) {

@@ -23,11 +23,14 @@ void matmul_bf16_f32_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
 // any R, registered as both its gemv and its gemm.
 void matmul_q4_k_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q6_k_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q5_k_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
 #if defined(__x86_64__)
 void matmul_q4_k_q8_k_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q6_k_q8_k_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q5_k_q8_k_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q4_k_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q6_k_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q5_k_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
 #endif
 // The repacked Q4_Kx8 / Q6_Kx8 (ref and AVX-512; one body for any R).
 void matmul_q4_kx8_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
@@ -42,6 +45,7 @@ void matmul_q6_kx8_q8_k_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 #if defined(__aarch64__)
 void matmul_q4_k_q8_k_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q6_k_q8_k_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q5_k_q8_k_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
 #endif
 
 #if defined(__x86_64__)

@@ -17,7 +17,6 @@ struct Entry {
 //   q5_1: d, m, 4 B high bits, 16 B = 24       q8_1: f16 d, f16 s, 32 B = 36
 //   q2_K: 16 B scales, 64 B quants, d, dmin = 84
 //   q3_K: 32 B hmask, 64 B quants, 12 B scales, d = 110
-//   q5_K: d, dmin, 12 B scales, 32 B qh, 128 B qs = 176
 constexpr std::array<Entry, 24> kTable = {{
     {TensorType::F32, {"f32", 1, 4, true}},
     {TensorType::F16, {"f16", 1, 2, true}},
@@ -30,7 +29,7 @@ constexpr std::array<Entry, 24> kTable = {{
     {TensorType::Q2_K, {"q2_K", QK_K, 84, false}},
     {TensorType::Q3_K, {"q3_K", QK_K, 110, false}},
     {TensorType::Q4_K, {"q4_K", QK_K, sizeof(block_q4_K), true}},
-    {TensorType::Q5_K, {"q5_K", QK_K, 176, false}},
+    {TensorType::Q5_K, {"q5_K", QK_K, sizeof(block_q5_K), true}},
     {TensorType::Q6_K, {"q6_K", QK_K, sizeof(block_q6_K), true}},
     {TensorType::Q8_K, {"q8_K", QK_K, sizeof(block_q8_K), true}},
     {TensorType::I8, {"i8", 1, 1, false}},

@@ -67,6 +67,17 @@ struct block_q4_K {
 };
 static_assert(sizeof(block_q4_K) == 144);
 
+// Q4_K plus a fifth bit per element: sub-block j's codes take bit j of qh[l] (l = 0..31) as bit 4,
+// so codes are 0..31; x = d*sc*q - dmin*m with the same 6-bit scale/min packing as Q4_K.
+struct block_q5_K {
+  f16_bits d;
+  f16_bits dmin;
+  uint8_t scales[K_SCALE_SIZE];
+  uint8_t qh[QK_K / 8];
+  uint8_t qs[QK_K / 2];
+};
+static_assert(sizeof(block_q5_K) == 176);
+
 // 16 sub-blocks of 16; 6-bit quants (low 4 in ql, high 2 in qh), int8 scales; x = d*sc*(q-32).
 struct block_q6_K {
   uint8_t ql[QK_K / 2];

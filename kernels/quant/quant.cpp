@@ -1,8 +1,8 @@
 // Scalar quantize / dequantize of every supported block format, and f16/bf16 conversions.
 // Dequantization follows llama.cpp's ggml-quants.c arithmetic (same operations in the same
 // order), so it reproduces llama.cpp's floats bit for bit. Quantization of Q4_0, Q8_0 and Q8_K
-// matches llama.cpp's reference quantizers; Q4_K and Q6_K use a simpler scale search of their
-// own (see quantize_q4_K_block / quantize_q6_K_block).
+// matches llama.cpp's reference quantizers; Q4_K, Q5_K and Q6_K use a simpler scale search of
+// their own (see quantize_q4_K_block / quantize_q5_K_block / quantize_q6_K_block).
 #include "kernels/quant/quant.h"
 
 #include <algorithm>
@@ -150,6 +150,48 @@ void quantize_q4_K_block(const float* x, block_q4_K* y) {
   for (int j = 0; j < QK_K; j += 64) {
     for (int l = 0; l < 32; ++l) {
       y->qs[j / 2 + l] = static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 4));
+    }
+  }
+}
+
+// Q5_K: Q4_K's scale search with codes 0..31; the low 4 bits go to qs as in Q4_K, bit 4 of the
+// code of element 32j + l to bit j of qh[l].
+void quantize_q5_K_block(const float* x, block_q5_K* y) {
+  float scales[8], mins[8];
+  float max_scale = 0, max_min = 0;
+  for (int j = 0; j < 8; ++j) {
+    fit_scale_min(x + 32 * j, 32, 31, &scales[j], &mins[j]);
+    max_scale = std::max(max_scale, scales[j]);
+    max_min = std::max(max_min, mins[j]);
+  }
+  const float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f;
+  const float inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
+  std::memset(y->scales, 0, sizeof(y->scales));
+  for (int j = 0; j < 8; ++j) {
+    const int ls = std::min(63, nearest_int(inv_scale * scales[j]));
+    const int lm = std::min(63, nearest_int(inv_min * mins[j]));
+    set_scale_min_k4(j, y->scales, ls, lm);
+  }
+  y->d = f32_to_f16(max_scale / 63.0f);
+  y->dmin = f32_to_f16(max_min / 63.0f);
+  uint8_t L[QK_K];
+  const float d = f16_to_f32(y->d), dmin = f16_to_f32(y->dmin);
+  for (int j = 0; j < 8; ++j) {
+    uint8_t sc, m;
+    get_scale_min_k4(j, y->scales, &sc, &m);
+    const float ds = d * sc, dm = dmin * m;
+    for (int i = 0; i < 32; ++i) {
+      L[32 * j + i] =
+          ds > 0 ? static_cast<uint8_t>(std::clamp(nearest_int((x[32 * j + i] + dm) / ds), 0, 31))
+                 : 0;
+    }
+  }
+  std::memset(y->qh, 0, sizeof(y->qh));
+  for (int j = 0; j < QK_K; j += 64) {
+    for (int l = 0; l < 32; ++l) {
+      const int a = L[j + l], b = L[j + l + 32];
+      y->qs[j / 2 + l] = static_cast<uint8_t>((a & 15) | (b & 15) << 4);
+      y->qh[l] |= static_cast<uint8_t>((a >> 4) << (j / 32) | (b >> 4) << (j / 32 + 1));
     }
   }
 }
@@ -364,6 +406,31 @@ void dequantize_row_q4_K(const block_q4_K* x, float* y, int64_t n) {
   }
 }
 
+// ------------------------------------------------------------------- Q5_K --
+
+void quantize_row_q5_K_ref(const float* x, block_q5_K* y, int64_t n) {
+  for (int64_t b = 0; b < n / QK_K; ++b) quantize_q5_K_block(x + b * QK_K, y + b);
+}
+
+void dequantize_row_q5_K(const block_q5_K* x, float* y, int64_t n) {
+  for (int64_t b = 0; b < n / QK_K; ++b) {
+    const uint8_t* q = x[b].qs;
+    const uint8_t* qh = x[b].qh;
+    const float d = f16_to_f32(x[b].d);
+    const float dmin = f16_to_f32(x[b].dmin);
+    uint8_t bit1 = 1, bit2 = 2;
+    for (int j = 0, is = 0; j < QK_K; j += 64, is += 2, q += 32, bit1 <<= 2, bit2 <<= 2) {
+      uint8_t sc, m;
+      get_scale_min_k4(is, x[b].scales, &sc, &m);
+      const float d1 = d * sc, m1 = dmin * m;
+      get_scale_min_k4(is + 1, x[b].scales, &sc, &m);
+      const float d2 = d * sc, m2 = dmin * m;
+      for (int l = 0; l < 32; ++l) *y++ = d1 * ((q[l] & 0xF) + (qh[l] & bit1 ? 16 : 0)) - m1;
+      for (int l = 0; l < 32; ++l) *y++ = d2 * ((q[l] >> 4) + (qh[l] & bit2 ? 16 : 0)) - m2;
+    }
+  }
+}
+
 // ------------------------------------------------------------------- Q6_K --
 
 void quantize_row_q6_K_ref(const float* x, block_q6_K* y, int64_t n) {
@@ -450,6 +517,8 @@ void quantize_row(TensorType t, const float* x, void* dst, int64_t n) {
       return quantize_row_q8_0_ref(x, static_cast<block_q8_0*>(dst), n);
     case TensorType::Q4_K:
       return quantize_row_q4_K_ref(x, static_cast<block_q4_K*>(dst), n);
+    case TensorType::Q5_K:
+      return quantize_row_q5_K_ref(x, static_cast<block_q5_K*>(dst), n);
     case TensorType::Q6_K:
       return quantize_row_q6_K_ref(x, static_cast<block_q6_K*>(dst), n);
     case TensorType::Q8_K:
@@ -480,6 +549,8 @@ void dequantize_row(TensorType t, const void* src, float* y, int64_t n) {
       return dequantize_row_q8_0(static_cast<const block_q8_0*>(src), y, n);
     case TensorType::Q4_K:
       return dequantize_row_q4_K(static_cast<const block_q4_K*>(src), y, n);
+    case TensorType::Q5_K:
+      return dequantize_row_q5_K(static_cast<const block_q5_K*>(src), y, n);
     case TensorType::Q6_K:
       return dequantize_row_q6_K(static_cast<const block_q6_K*>(src), y, n);
     case TensorType::Q8_K:

@@ -378,6 +378,12 @@ const float* VulkanBackend::run(const Graph& g, const MemoryPlan& /*caller's pla
   // reference it would be a use-after-free on the GPU.
   size_t q8_bytes = 0;
   for (const Node& n : g.nodes) {
+    // Refuse a weight format no shader reads (e.g. Q3_K) before anything is recorded.
+    if ((n.op == Op::MatMul || n.op == Op::Embed) &&
+        !matmul_supported_on_gpu(plain_type(n.w->type))) {
+      throw Error("Vulkan backend: no shader reads " + n.w->name + " (type " +
+                  std::string(type_traits(n.w->type).name) + "); use --backend cpu");
+    }
     const bool decode = n.op == Op::MatMul && g.tensors[n.output].rows <= 8;
     if (n.op == Op::MatMul && (decode ? int_dot_supported(dev_, plain_type(n.w->type))
                                       : mm_int_dot_enabled(dev_, plain_type(n.w->type)))) {

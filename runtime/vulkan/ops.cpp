@@ -21,6 +21,8 @@ const char* format_suffix(TensorType t) {
       return "q8_0";
     case TensorType::Q4_K:
       return "q4_k";
+    case TensorType::Q5_K:
+      return "q5_k";
     case TensorType::Q6_K:
       return "q6_k";
     case TensorType::F16:
@@ -70,8 +72,8 @@ View or_dummy(const View& v, const View& dummy) { return v.buffer ? v : dummy; }
 
 bool matmul_supported_on_gpu(TensorType wtype) {
   return wtype == TensorType::Q4_0 || wtype == TensorType::Q8_0 || wtype == TensorType::Q4_K ||
-         wtype == TensorType::Q6_K || wtype == TensorType::F16 || wtype == TensorType::BF16 ||
-         wtype == TensorType::F32;
+         wtype == TensorType::Q5_K || wtype == TensorType::Q6_K || wtype == TensorType::F16 ||
+         wtype == TensorType::BF16 || wtype == TensorType::F32;
 }
 
 static void check_matmul(const char* op, TensorType wtype, const View& w, const View& x,

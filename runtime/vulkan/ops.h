@@ -18,7 +18,7 @@ namespace qgemma::vk {
 // x: N activation rows of K floats, x_stride floats apart (0: K).
 // y: N output rows of M floats, y_stride floats apart (0: M): y[n][m] = sum_k W[m][k] x[n][k].
 
-// Weight formats the matrix shaders read: Q4_0, Q8_0, Q4_K, Q6_K, F16, BF16.
+// Weight formats the matrix shaders read: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16.
 bool matmul_supported_on_gpu(TensorType wtype);
 // Matrix x vectors, N in [1, 8] (decode), float path.
 void mul_mat_vec(Recorder& rec, TensorType wtype, View w, View x, View y, uint32_t M, uint32_t K,
@@ -156,7 +156,7 @@ void mul(Recorder& rec, View a, View b, View y, uint32_t n, uint32_t nb = 0);
 void scale(Recorder& rec, View a, View y, uint32_t n, float s);
 
 // Embedding gather (get_row_f32): y[t] = multiplier * row ids[t] of table; ids int32 [tokens].
-// Formats: Q4_0, Q8_0, Q4_K, Q6_K, F16, BF16, F32.
+// Formats: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, F32.
 void get_rows(Recorder& rec, TensorType t, View table, View ids, View y, uint32_t n_cols,
               uint32_t tokens, float multiplier);
 

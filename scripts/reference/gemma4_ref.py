@@ -19,9 +19,9 @@ import numpy as np
 
 GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
                 10: "<Q", 11: "<q", 12: "<d"}
-F32, F16, Q4_0, Q8_0, Q4_K, Q6_K, BF16 = 0, 1, 2, 8, 12, 14, 30
+F32, F16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, BF16 = 0, 1, 2, 8, 12, 13, 14, 30
 BLOCK = {F32: (1, 4), F16: (1, 2), BF16: (1, 2), Q4_0: (32, 18), Q8_0: (32, 34),
-         Q4_K: (256, 144), Q6_K: (256, 210)}
+         Q4_K: (256, 144), Q5_K: (256, 176), Q6_K: (256, 210)}
 
 
 class Gguf:
@@ -103,9 +103,10 @@ def dequantize(ttype, raw):
         qs = b[:, 2:]
         q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.float64) - 8.0
         return (q * d[:, None]).reshape(-1)
-    if ttype == Q4_K:
-        b = raw.reshape(-1, 144)
-        d, dmin = _f16(raw, 144, 0), _f16(raw, 144, 2)
+    if ttype in (Q4_K, Q5_K):
+        size = 144 if ttype == Q4_K else 176
+        b = raw.reshape(-1, size)
+        d, dmin = _f16(raw, size, 0), _f16(raw, size, 2)
         s = b[:, 4:16].astype(np.int32)
         sc = np.zeros((len(b), 8), np.int32)
         mn = np.zeros((len(b), 8), np.int32)
@@ -114,11 +115,15 @@ def dequantize(ttype, raw):
         for j in range(4, 8):
             sc[:, j] = (s[:, j + 4] & 0x0F) | ((s[:, j - 4] >> 6) << 4)
             mn[:, j] = (s[:, j + 4] >> 4) | ((s[:, j] >> 6) << 4)
-        qs = b[:, 16:].reshape(-1, 4, 32)
+        qs = b[:, size - 128:].reshape(-1, 4, 32)
         out = np.empty((len(b), 8, 32))
         for c in range(4):
             out[:, 2 * c] = qs[:, c] & 0x0F
             out[:, 2 * c + 1] = qs[:, c] >> 4
+        if ttype == Q5_K:  # bit j of qh[l] (bytes 16..47) is bit 4 of sub-block j's element l
+            qh = b[:, 16:48].astype(np.int32)
+            for j in range(8):
+                out[:, j] += ((qh >> j) & 1) * 16
         out = d[:, None, None] * sc[:, :, None] * out - dmin[:, None, None] * mn[:, :, None]
         return out.reshape(-1)
     if ttype == Q6_K:

@@ -104,6 +104,7 @@ double tolerance_factor(TensorType wtype, int64_t K) {
     case TensorType::BF16:
       return (K / 8.0 + 16) * std::ldexp(1.0, -24);
     case TensorType::Q4_K:
+    case TensorType::Q5_K:
     case TensorType::Q6_K:
       return (K / 16.0 + 4) * std::ldexp(1.0, -23);
     default:
@@ -154,11 +155,13 @@ void check(TensorType wtype, MatmulFn fn, const std::string& name, int64_t N, in
   }
 }
 
-const TensorType kTypes[] = {TensorType::Q4_0,   TensorType::Q8_0, TensorType::Q4_0x8,
-                             TensorType::Q8_0x8, TensorType::F32,  TensorType::F16,
-                             TensorType::BF16,   TensorType::Q4_K, TensorType::Q6_K};
+const TensorType kTypes[] = {
+    TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_0x8, TensorType::Q8_0x8, TensorType::F32,
+    TensorType::F16,  TensorType::BF16, TensorType::Q4_K,   TensorType::Q6_K,   TensorType::Q5_K};
 
-bool is_kquant(TensorType t) { return t == TensorType::Q4_K || t == TensorType::Q6_K; }
+bool is_kquant(TensorType t) {
+  return t == TensorType::Q4_K || t == TensorType::Q5_K || t == TensorType::Q6_K;
+}
 
 // The variants of every ISA this machine runs (ref included via matmul_pick(ref)).
 struct Variant {
@@ -431,8 +434,10 @@ TEST(MatmulDispatch, TypesAndGranularity) {
   EXPECT_EQ(vec_dot_type(TensorType::BF16), TensorType::F32);
   EXPECT_EQ(matmul_row_granularity(TensorType::Q4_0x8), 8);
   EXPECT_EQ(matmul_row_granularity(TensorType::Q4_0), 1);
-  EXPECT_FALSE(matmul_supported(TensorType::Q5_K));
-  EXPECT_EQ(matmul_pick(TensorType::Q5_K, 1, Isa::ref), nullptr);
+  EXPECT_EQ(vec_dot_type(TensorType::Q5_K), TensorType::Q8_K);
+  EXPECT_EQ(matmul_row_granularity(TensorType::Q5_K), 1);
+  EXPECT_FALSE(matmul_supported(TensorType::Q3_K));
+  EXPECT_EQ(matmul_pick(TensorType::Q3_K, 1, Isa::ref), nullptr);
   EXPECT_TRUE(matmul_pick(TensorType::Q4_0, 1, Isa::ref) != nullptr);
 }
 

@@ -1,4 +1,4 @@
-// Q4_K / Q6_K x Q8_K matmul: every variant this machine (or qemu) runs against the scalar
+// Q4_K / Q5_K / Q6_K x Q8_K matmul: every variant this machine (or qemu) runs against the scalar
 // reference, the reference against dequantize(W) . dequantize(X), and the dispatched kernel
 // against an f32 product with a tolerance derived from Q8_K's rounding error.
 //
@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <random>
 #include <string>
@@ -46,6 +47,10 @@ std::vector<uint8_t> random_weights(TensorType t, int64_t N, int64_t K, std::mt1
   for (int64_t b = 0; b < nb; ++b) {
     if (t == TensorType::Q4_K) {
       auto* blk = reinterpret_cast<block_q4_K*>(w.data()) + b;
+      blk->d = f32_to_f16(mag(rng));
+      blk->dmin = f32_to_f16(mag(rng));
+    } else if (t == TensorType::Q5_K) {
+      auto* blk = reinterpret_cast<block_q5_K*>(w.data()) + b;
       blk->d = f32_to_f16(mag(rng));
       blk->dmin = f32_to_f16(mag(rng));
     } else {
@@ -100,7 +105,7 @@ const block_q8_K* q8k_row(const Q8K& q, int64_t r) {
   return reinterpret_cast<const block_q8_K*>(&q.bytes[r * q.ldx]);
 }
 
-// a (scale part) and b (min part, Q4_K only) of one weight row, via the format's dequantizer
+// a (scale part) and b (min part, Q4_K / Q5_K only) of one weight row, via the format's dequantizer
 // with dmin or d zeroed: dequant(d, 0) = a, dequant(0, dmin) = -b.
 void weight_parts(TensorType t, const uint8_t* row, int64_t K, float* a, float* b) {
   std::vector<uint8_t> tmp(row, row + row_size(t, K));
@@ -109,11 +114,15 @@ void weight_parts(TensorType t, const uint8_t* row, int64_t K, float* a, float* 
     std::fill(b, b + K, 0.0f);
     return;
   }
-  auto* blk = reinterpret_cast<block_q4_K*>(tmp.data());
-  for (int64_t i = 0; i < K / QK_K; ++i) blk[i].dmin = 0;
+  // Q4_K and Q5_K both start with d, dmin (f16); only the block stride differs.
+  const size_t stride = block_bytes(t);
+  auto set = [&](size_t offset) {
+    for (int64_t i = 0; i < K / QK_K; ++i) std::memset(&tmp[i * stride + offset], 0, 2);
+  };
+  set(offsetof(block_q4_K, dmin));
   dequantize_row(t, tmp.data(), a, K);
   std::copy(row, row + tmp.size(), tmp.begin());
-  for (int64_t i = 0; i < K / QK_K; ++i) blk[i].d = 0;
+  set(offsetof(block_q4_K, d));
   dequantize_row(t, tmp.data(), b, K);
 }
 
@@ -420,9 +429,11 @@ INSTANTIATE_TEST_SUITE_P(Formats, KQuantX8,
                          });
 
 INSTANTIATE_TEST_SUITE_P(Formats, KQuantMatmul,
-                         ::testing::Values(TensorType::Q4_K, TensorType::Q6_K),
+                         ::testing::Values(TensorType::Q4_K, TensorType::Q6_K, TensorType::Q5_K),
                          [](const ::testing::TestParamInfo<TensorType>& info) {
-                           return std::string(info.param == TensorType::Q4_K ? "Q4_K" : "Q6_K");
+                           return std::string(info.param == TensorType::Q4_K   ? "Q4_K"
+                                              : info.param == TensorType::Q5_K ? "Q5_K"
+                                                                               : "Q6_K");
                          });
 
 }  // namespace

@@ -37,7 +37,7 @@ TEST(TypeTraits, MatchLlamaCpp) {
       {TensorType::Q2_K, "q2_K", 256, 84, false},
       {TensorType::Q3_K, "q3_K", 256, 110, false},
       {TensorType::Q4_K, "q4_K", 256, 144, true},
-      {TensorType::Q5_K, "q5_K", 256, 176, false},
+      {TensorType::Q5_K, "q5_K", 256, 176, true},
       {TensorType::Q6_K, "q6_K", 256, 210, true},
       {TensorType::Q8_K, "q8_K", 256, 292, true},
       {TensorType::I8, "i8", 1, 1, false},
@@ -62,12 +62,14 @@ TEST(TypeTraits, MatchLlamaCpp) {
   }
   EXPECT_EQ(type_traits(static_cast<TensorType>(4)).name, "unknown");
   EXPECT_EQ(type_traits(static_cast<TensorType>(4)).block_size, 0);
-  for (uint32_t id : {0u, 1u, 2u, 8u, 12u, 14u, 15u, 24u, 28u, 30u}) {
+  for (uint32_t id : {0u, 1u, 2u, 8u, 12u, 13u, 14u, 15u, 24u, 28u, 30u}) {
     EXPECT_TRUE(is_known_type(id)) << id;
   }
   EXPECT_EQ(row_size(TensorType::Q4_K, 3840), 15u * 144);
   EXPECT_EQ(row_size(TensorType::Q4_0, 15360), 480u * 18);
   EXPECT_EQ(row_size(TensorType::Q6_K, 256), 210u);
+  EXPECT_EQ(row_size(TensorType::Q5_K, 3840), 15u * 176);
+  EXPECT_EQ(static_cast<uint32_t>(TensorType::Q5_K), 13u);  // GGML_TYPE_Q5_K
   EXPECT_EQ(row_size(TensorType::BF16, 3840), 7680u);
   EXPECT_EQ(row_size(static_cast<TensorType>(4), 32), 0u);
 }
@@ -241,6 +243,61 @@ TEST(KnownAnswer, Q4_K) {
   }
 }
 
+// Q5_K: the Q4_K scale bytes above, codes 0..31 written straight into the layout (element
+// 32j + l: low 4 bits in the nibble j % 2 of qs[32 * (j / 2) + l], bit 4 in bit j of qh[l]).
+TEST(KnownAnswer, Q5_K) {
+  const int sc[8] = {1, 2, 3, 4, 17, 33, 50, 63};
+  const int m[8] = {5, 6, 7, 8, 20, 40, 63, 1};
+  block_q5_K b{};
+  b.d = 0x3C00;     // 1.0
+  b.dmin = 0x3800;  // 0.5
+  const uint8_t scales[12] = {0x41, 0x82, 0xC3, 0xC4, 0x45, 0x86,
+                              0xC7, 0x08, 0x41, 0x81, 0xF2, 0x1F};
+  std::memcpy(b.scales, scales, 12);
+  auto code = [](int e) { return (7 * e + 3 * (e / 32)) % 32; };
+  for (int e = 0; e < 256; ++e) {
+    const int j = e / 32, l = e % 32;
+    b.qs[32 * (j / 2) + l] |= static_cast<uint8_t>((code(e) & 15) << (4 * (j % 2)));
+    b.qh[l] |= static_cast<uint8_t>((code(e) >> 4) << j);
+  }
+  float y[256];
+  dequantize_row_q5_K(&b, y, 256);
+  for (int e = 0; e < 256; ++e) {
+    const int s = e / 32;
+    EXPECT_EQ(y[e], 1.0f * sc[s] * code(e) - 0.5f * m[s]) << "element " << e;
+  }
+}
+
+// Q5_K from random bytes (every code, scale, min and high-bit pattern) against a per-element
+// decode of the layout written independently of the dequantizer's loop structure.
+TEST(KnownAnswer, Q5_KRandomBlocks) {
+  std::mt19937 rng(55);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::vector<block_q5_K> blocks(6);
+  for (block_q5_K& b : blocks) {
+    auto* p = reinterpret_cast<uint8_t*>(&b);
+    for (size_t i = 0; i < sizeof(b); ++i) p[i] = static_cast<uint8_t>(byte(rng));
+    b.d = f32_to_f16(0.01f * (1 + byte(rng) % 7));
+    b.dmin = f32_to_f16(0.003f * (1 + byte(rng) % 5));
+  }
+  std::vector<float> y(256 * blocks.size());
+  dequantize_row(TensorType::Q5_K, blocks.data(), y.data(), static_cast<int64_t>(y.size()));
+  for (size_t bi = 0; bi < blocks.size(); ++bi) {
+    const block_q5_K& b = blocks[bi];
+    const uint8_t* s = b.scales;
+    for (int e = 0; e < 256; ++e) {
+      const int j = e / 32, l = e % 32;
+      // 6-bit scale / min of sub-block j: bytes 0-3 / 4-7 hold j < 4 (low 6 bits) and the top 2
+      // bits of j + 4; bytes 8-11 hold the low 4 bits of j >= 4 (scale low nibble, min high).
+      const int scale = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
+      const int min = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+      const int q = ((b.qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 15) + 16 * ((b.qh[l] >> j) & 1);
+      const float want = f16_to_f32(b.d) * scale * q - f16_to_f32(b.dmin) * min;
+      ASSERT_EQ(y[256 * bi + e], want) << "block " << bi << " element " << e;
+    }
+  }
+}
+
 TEST(KnownAnswer, Q6_K) {
   block_q6_K b;
   std::memset(&b, 0, sizeof(b));
@@ -405,6 +462,34 @@ TEST(RoundTrip, Q4_K) {
   }
 }
 
+// Q5_K: Q4_K's search with a 32-level grid (step ~ range/31), so about half Q4_K's error:
+// bound 0.05 sigma (measured: see the test's failure message). Worst case per element: a grid
+// step of the sub-block plus the 6-bit rounding of its scale (up to half a step of d = the
+// block's largest scale / 63, over 31 levels: 31 * d / 2).
+TEST(RoundTrip, Q5_K) {
+  for (int nb : kBlockCounts) {
+    std::vector<float> x = gaussian(nb * 256, 350 + nb);
+    for (int j = 0; j < 32; ++j) x[32 + j] = std::fabs(x[32 + j]) + 1.0f;
+    x[100] = 9.0f;
+    std::vector<block_q5_K> q(nb);
+    quantize_row_q5_K_ref(x.data(), q.data(), nb * 256);
+    const RoundTrip r = round_trip(TensorType::Q5_K, x);
+    EXPECT_LE(r.rms_err, 0.05 * r.rms_x) << nb;
+    for (int s = 0; s < nb * 8; ++s) {
+      float lo = 0, hi = 0;
+      for (int j = 0; j < 32; ++j) {
+        lo = std::min(lo, x[32 * s + j]);
+        hi = std::max(hi, x[32 * s + j]);
+      }
+      const float d = f16_to_f32(q[s / 8].d);
+      for (int j = 0; j < 32; ++j) {
+        const int i = 32 * s + j;
+        EXPECT_LE(std::fabs(r.y[i] - x[i]), (hi - lo) / 31 + 15.5f * d + 1e-6f) << i;
+      }
+    }
+  }
+}
+
 // Q6_K: 64 levels per sub-block of 16, symmetric, step = amax/32; for 16 Gaussians amax is
 // ~1.8 sigma, so the rounding error is ~0.056 sigma / sqrt(12) = 0.016 sigma; the int8
 // sub-block scales (relative error up to 1/2 in 128 for the smaller ones) push it to ~0.02.
@@ -468,12 +553,17 @@ TEST(RoundTrip, GenericMatchesPerFormat) {
   quantize_row_q6_K_ref(x.data(), c.data(), 512);
   quantize_row(TensorType::Q6_K, x.data(), d.data(), 512);
   EXPECT_EQ(std::memcmp(c.data(), d.data(), d.size()), 0);
+  std::vector<block_q5_K> e(2);
+  std::vector<uint8_t> f(row_size(TensorType::Q5_K, 512));
+  quantize_row_q5_K_ref(x.data(), e.data(), 512);
+  quantize_row(TensorType::Q5_K, x.data(), f.data(), 512);
+  EXPECT_EQ(std::memcmp(e.data(), f.data(), f.size()), 0);
 }
 
 TEST(RoundTrip, ZerosStayZero) {
   const std::vector<float> x(512, 0.0f);
-  for (TensorType t : {TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q6_K,
-                       TensorType::Q8_K, TensorType::F16, TensorType::BF16}) {
+  for (TensorType t : {TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q5_K,
+                       TensorType::Q6_K, TensorType::Q8_K, TensorType::F16, TensorType::BF16}) {
     const RoundTrip r = round_trip(t, x);
     for (float v : r.y) ASSERT_EQ(v, 0.0f) << type_traits(t).name;
   }

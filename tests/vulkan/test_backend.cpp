@@ -180,5 +180,38 @@ TEST(VulkanBackend, TinyQ4_0WithQ8_0Cache) { run_case({"tiny", "q4_0", 5e-2f, Te
 // otherwise; norm chains and head norms + cache store fused over 12 rows), then decode.
 TEST(VulkanBackend, TinyQ4_0Batch12) { run_case({"tiny", "q4_0", 5e-2f, TensorType::Q8_0, 12}); }
 
+TEST(VulkanBackend, TinyQ5_K) { run_case({"tiny", "q5_k", 5e-2f}); }
+
+// A weight format no shader reads: the backend refuses the graph before recording anything,
+// naming the tensor and its type (a tiny q5_k model whose blk.0.attn_q is relabelled Q3_K, which
+// has the same block size, so only the type check can object).
+TEST(VulkanBackend, RefusesAWeightTypeWithoutShader) {
+  Device& dev = test_device();
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("qgemma-vk-q3k-" + std::to_string(getpid()) + ".gguf"))
+                               .string();
+  SynthOptions so;
+  so.preset = "tiny";
+  ASSERT_TRUE(parse_weight_type("q5_k", &so.type));
+  synth_write(path, so);
+  auto model = Model::load(path);
+  std::filesystem::remove(path);
+  const ModelConfig& c = model->config();
+  ModelWeights w = model->weights();
+  w.layers[0].wq.type = TensorType::Q3_K;
+  VulkanBackend gpu(dev, c, 64, 4, TensorType::F16);
+  const std::vector<int32_t> tokens = {2, 105, 300};
+  const Graph g = build_gemma4(c, w, 3, 1);
+  const std::vector<int32_t> pos = {0, 1, 2};
+  try {
+    gpu.run(g, plan_memory(g), tokens.data(), pos.data());
+    ADD_FAILURE() << "Q3_K weights ran on Vulkan";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("blk.0.attn_q.weight"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("q3_K"), std::string::npos) << msg;
+  }
+}
+
 }  // namespace
 }  // namespace qgemma::vk

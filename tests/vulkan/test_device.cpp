@@ -138,6 +138,9 @@ TEST(VulkanDevice, EveryShaderIsEmbedded) {
                             "softmax",
                             "argmax",
                             "get_rows_q4_k",
+                            "get_rows_q5_k",
+                            "mul_mat_vec_q5_k",
+                            "mul_mm_q5_k",
                             "get_rows_f32",
                             "norm_chain",
                             "head_norm_rope"};

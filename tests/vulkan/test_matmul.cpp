@@ -85,6 +85,7 @@ struct Case {
 const Case kCases[] = {
     {TensorType::Q4_0, 37, 96},  {TensorType::Q8_0, 67, 160}, {TensorType::Q4_K, 29, 512},
     {TensorType::Q6_K, 35, 256}, {TensorType::F16, 41, 70},   {TensorType::BF16, 23, 136},
+    {TensorType::Q5_K, 31, 768},
 };
 
 std::string name(TensorType t) { return std::string(type_traits(t).name); }

@@ -195,7 +195,7 @@ TEST(VulkanOps, GetRowsAllFormats) {
   const std::vector<int32_t> ids = {3, 0, 9, 3, 5};
   const uint32_t n_rows = 10;
   for (TensorType t : {TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q6_K,
-                       TensorType::F16, TensorType::BF16, TensorType::F32}) {
+                       TensorType::F16, TensorType::BF16, TensorType::F32, TensorType::Q5_K}) {
     // Odd n_cols for the float types (tail path), one block or more for the quantized ones.
     const uint32_t n_cols =
         type_traits(t).block_size == 1 ? 203 : (uint32_t)type_traits(t).block_size * 3;
