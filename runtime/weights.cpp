@@ -37,7 +37,7 @@ Matrix load_matrix(const GgufFile& f, const std::string& name, int64_t in, int64
   if (!is_supported_weight_type(t.type)) {
     throw Error(f.path() + ": tensor '" + name + "': type " +
                 std::string(type_traits(t.type).name) +
-                " is not supported (expected f32, f16, bf16, q8_0, q4_0, q4_K or q6_K)");
+                " is not supported (expected f32, f16, bf16, q8_0, q4_0, q4_K, q5_K or q6_K)");
   }
   const int64_t bs = type_traits(t.type).block_size;
   if (in % bs != 0) {
