@@ -45,6 +45,7 @@ DrafterConfig DrafterConfig::from_gguf(const GgufFile& f) {
   }
   c.rms_eps = f.get_f32_opt(key("attention.layer_norm_rms_epsilon")).value_or(1e-6f);
   c.sliding_window = config_int(f.get_int(key("attention.sliding_window")), p + "sliding_window");
+  c.n_ctx_train = f.get_int_opt(key("context_length")).value_or(0);
   const int hd_full = config_int(f.get_int(key("attention.key_length")), p + "key_length");
   const int hd_swa = config_int(f.get_int_opt(key("attention.key_length_swa")).value_or(hd_full),
                                 p + "key_length_swa");
@@ -84,6 +85,8 @@ void DrafterConfig::to_gguf(GgufWriter& w) const {
   w.set(key("nextn_predict_layers"), GgufValue::u32(n_layer));
   w.set(key("attention.layer_norm_rms_epsilon"), GgufValue::f32(rms_eps));
   w.set(key("attention.sliding_window"), GgufValue::u32(sliding_window));
+  if (n_ctx_train > 0)
+    w.set(key("context_length"), GgufValue::u32(static_cast<uint32_t>(n_ctx_train)));
   int hd_full = 0, hd_swa = 0;
   float base_full = 1000000.0f, base_swa = 10000.0f;
   std::vector<GgufValue> pattern;

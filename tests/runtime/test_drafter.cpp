@@ -57,6 +57,15 @@ TEST(Drafter, ConfigRoundTripAndTargetCheck) {
     EXPECT_EQ(c.layers[i].use_freq_factors, i == 3);
   }
   EXPECT_EQ(c.rope_freq_factors, want.rope_freq_factors);
+  // Keys llama.cpp requires of every model file (it refused drafters without them): the
+  // context length (the target preset's) and a tokenizer.
+  EXPECT_EQ(c.n_ctx_train, synth_preset("tiny").n_ctx_train);
+  EXPECT_GT(c.n_ctx_train, 0);
+  {
+    const auto f = GgufFile::open(drafter_path("tiny-assistant"));
+    EXPECT_TRUE(f->get_int_opt("gemma4-assistant.context_length").has_value());
+    EXPECT_NE(f->find("tokenizer.ggml.model"), nullptr);
+  }
   EXPECT_NO_THROW(c.check_target(target().config()));
   // A drafter for another target is refused with both widths named.
   const auto small = Drafter::load(drafter_path("small-assistant"));
