@@ -55,7 +55,7 @@ const TOL = {
 };
 TOL.f16 = TOL.f32;
 TOL.q4_0 = TOL.q8_0;
-TOL.q4_k = TOL.q6_k = TOL.k;
+TOL.q4_k = TOL.q5_k = TOL.q6_k = TOL.k;
 const TEXT_PROMPTS = [
   "hello world, the model",
   "The Gemma model is a model of the world and of it",
@@ -129,11 +129,11 @@ function randomPrompt(n, vocab, seed, bos) {
 }
 
 // Weight type of the file: ggml type of blk.0.ffn_gate.weight (GGUF tensor info), else the name.
-const GGML_TYPES = {0: "f32", 1: "f16", 2: "q4_0", 8: "q8_0", 12: "q4_k", 14: "q6_k", 30: "bf16"};
+const GGML_TYPES = {0: "f32", 1: "f16", 2: "q4_0", 8: "q8_0", 12: "q4_k", 13: "q5_k", 14: "q6_k", 30: "bf16"};
 function weightType(model, file) {
   const t = model.fileInfo.tensorInfo?.find((x) => x.name === "blk.0.ffn_gate.weight");
   if (t && GGML_TYPES[t.ggmlType]) return GGML_TYPES[t.ggmlType];
-  const m = /(f32|f16|bf16|q8_0|q4_0|q4_k|q6_k)/i.exec(path.basename(file));
+  const m = /(f32|f16|bf16|q8_0|q4_0|q4_k|q5_k|q6_k)/i.exec(path.basename(file));
   if (!m) throw new Error(`${file}: unknown weight type (no tolerance for it)`);
   return m[1].toLowerCase();
 }
