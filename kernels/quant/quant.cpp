@@ -114,38 +114,45 @@ void fit_scale_min(const float* x, int n, int nmax, float* scale_out, float* min
   *min_out = best_min;
 }
 
-void quantize_q4_K_block(const float* x, block_q4_K* y) {
+// Q4_K / Q5_K: per sub-block of 32 a scale and min (codes 0..nmax), both as 6-bit multiples of
+// the super-block's d and dmin (written to d, dmin, scales); L: the codes of the 256 values,
+// quantized against the scales as they will be decoded.
+void quantize_k4_scales(const float* x, int nmax, f16_bits* d_out, f16_bits* dmin_out,
+                        uint8_t* scales12, uint8_t* L) {
   float scales[8], mins[8];
   float max_scale = 0, max_min = 0;
   for (int j = 0; j < 8; ++j) {
-    fit_scale_min(x + 32 * j, 32, 15, &scales[j], &mins[j]);
+    fit_scale_min(x + 32 * j, 32, nmax, &scales[j], &mins[j]);
     max_scale = std::max(max_scale, scales[j]);
     max_min = std::max(max_min, mins[j]);
   }
   // Super-block scales: the 6-bit sub-block scales and mins are multiples of d and dmin.
   const float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f;
   const float inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
-  std::memset(y->scales, 0, sizeof(y->scales));
+  std::memset(scales12, 0, 12);
   for (int j = 0; j < 8; ++j) {
     const int ls = std::min(63, nearest_int(inv_scale * scales[j]));
     const int lm = std::min(63, nearest_int(inv_min * mins[j]));
-    set_scale_min_k4(j, y->scales, ls, lm);
+    set_scale_min_k4(j, scales12, ls, lm);
   }
-  y->d = f32_to_f16(max_scale / 63.0f);
-  y->dmin = f32_to_f16(max_min / 63.0f);
-  // Quantize against the scales as they will be decoded.
-  uint8_t L[QK_K];
-  const float d = f16_to_f32(y->d), dmin = f16_to_f32(y->dmin);
+  *d_out = f32_to_f16(max_scale / 63.0f);
+  *dmin_out = f32_to_f16(max_min / 63.0f);
+  const float d = f16_to_f32(*d_out), dmin = f16_to_f32(*dmin_out);
   for (int j = 0; j < 8; ++j) {
     uint8_t sc, m;
-    get_scale_min_k4(j, y->scales, &sc, &m);
+    get_scale_min_k4(j, scales12, &sc, &m);
     const float ds = d * sc, dm = dmin * m;
     for (int i = 0; i < 32; ++i) {
       L[32 * j + i] =
-          ds > 0 ? static_cast<uint8_t>(std::clamp(nearest_int((x[32 * j + i] + dm) / ds), 0, 15))
+          ds > 0 ? static_cast<uint8_t>(std::clamp(nearest_int((x[32 * j + i] + dm) / ds), 0, nmax))
                  : 0;
     }
   }
+}
+
+void quantize_q4_K_block(const float* x, block_q4_K* y) {
+  uint8_t L[QK_K];
+  quantize_k4_scales(x, 15, &y->d, &y->dmin, y->scales, L);
   // Each group of 64 values shares 32 bytes: the first 32 in the low nibbles, the next 32 high.
   for (int j = 0; j < QK_K; j += 64) {
     for (int l = 0; l < 32; ++l) {
@@ -157,35 +164,8 @@ void quantize_q4_K_block(const float* x, block_q4_K* y) {
 // Q5_K: Q4_K's scale search with codes 0..31; the low 4 bits go to qs as in Q4_K, bit 4 of the
 // code of element 32j + l to bit j of qh[l].
 void quantize_q5_K_block(const float* x, block_q5_K* y) {
-  float scales[8], mins[8];
-  float max_scale = 0, max_min = 0;
-  for (int j = 0; j < 8; ++j) {
-    fit_scale_min(x + 32 * j, 32, 31, &scales[j], &mins[j]);
-    max_scale = std::max(max_scale, scales[j]);
-    max_min = std::max(max_min, mins[j]);
-  }
-  const float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f;
-  const float inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
-  std::memset(y->scales, 0, sizeof(y->scales));
-  for (int j = 0; j < 8; ++j) {
-    const int ls = std::min(63, nearest_int(inv_scale * scales[j]));
-    const int lm = std::min(63, nearest_int(inv_min * mins[j]));
-    set_scale_min_k4(j, y->scales, ls, lm);
-  }
-  y->d = f32_to_f16(max_scale / 63.0f);
-  y->dmin = f32_to_f16(max_min / 63.0f);
   uint8_t L[QK_K];
-  const float d = f16_to_f32(y->d), dmin = f16_to_f32(y->dmin);
-  for (int j = 0; j < 8; ++j) {
-    uint8_t sc, m;
-    get_scale_min_k4(j, y->scales, &sc, &m);
-    const float ds = d * sc, dm = dmin * m;
-    for (int i = 0; i < 32; ++i) {
-      L[32 * j + i] =
-          ds > 0 ? static_cast<uint8_t>(std::clamp(nearest_int((x[32 * j + i] + dm) / ds), 0, 31))
-                 : 0;
-    }
-  }
+  quantize_k4_scales(x, 31, &y->d, &y->dmin, y->scales, L);
   std::memset(y->qh, 0, sizeof(y->qh));
   for (int j = 0; j < QK_K; j += 64) {
     for (int l = 0; l < 32; ++l) {
