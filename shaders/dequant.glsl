@@ -24,14 +24,10 @@ vec4 w_dq4(uint rb, uint e) {
   return w_f16(bb) * vec4(w_i8x4(bb + 2u + (e & 31u)));
 }
 
-#elif defined(WTYPE_Q4_K)
+#elif defined(WTYPE_Q4_K) || defined(WTYPE_Q5_K)
 #define W_BLOCK 256u
-vec4 w_dq4(uint rb, uint e) {
-  uint bb = rb + (e >> 8) * 144u;
-  uint i = e & 255u;
-  uint j = i >> 5;  // sub-block of 32
-  float d = w_f16(bb), dmin = w_f16(bb + 2u);
-  uint sc, m;
+// Q4_K / Q5_K: 6-bit scale and min of sub-block j from the 12 packed bytes at bb + 4.
+void k4_scale_min(uint bb, uint j, out uint sc, out uint m) {
   if (j < 4u) {
     sc = w_u8(bb + 4u + j) & 63u;
     m = w_u8(bb + 8u + j) & 63u;
@@ -40,14 +36,22 @@ vec4 w_dq4(uint rb, uint e) {
     sc = (hi & 15u) | ((w_u8(bb + j) >> 6) << 4);
     m = (hi >> 4) | ((w_u8(bb + 4u + j) >> 6) << 4);
   }
+}
+#if defined(WTYPE_Q4_K)
+vec4 w_dq4(uint rb, uint e) {
+  uint bb = rb + (e >> 8) * 144u;
+  uint i = e & 255u;
+  uint j = i >> 5;  // sub-block of 32
+  float d = w_f16(bb), dmin = w_f16(bb + 2u);
+  uint sc, m;
+  k4_scale_min(bb, j, sc, m);
   uint q = w_u32(bb + 16u + (i >> 6) * 32u + (i & 31u));
   q = ((j & 1u) == 0u) ? (q & 0x0F0F0F0Fu) : ((q >> 4) & 0x0F0F0F0Fu);
   return d * float(sc) * vec4(q & 0xFFu, (q >> 8) & 0xFFu, (q >> 16) & 0xFFu, q >> 24) -
          dmin * float(m);
 }
 
-#elif defined(WTYPE_Q5_K)
-#define W_BLOCK 256u
+#else  // WTYPE_Q5_K
 // Q4_K's scales and nibbles (qs at byte 48), plus bit j of qh[l] (byte 16 + l) as bit 4 of
 // element 32j + l.
 vec4 w_dq4(uint rb, uint e) {
@@ -56,20 +60,14 @@ vec4 w_dq4(uint rb, uint e) {
   uint j = i >> 5;
   float d = w_f16(bb), dmin = w_f16(bb + 2u);
   uint sc, m;
-  if (j < 4u) {
-    sc = w_u8(bb + 4u + j) & 63u;
-    m = w_u8(bb + 8u + j) & 63u;
-  } else {
-    uint hi = w_u8(bb + 8u + j);
-    sc = (hi & 15u) | ((w_u8(bb + j) >> 6) << 4);
-    m = (hi >> 4) | ((w_u8(bb + 4u + j) >> 6) << 4);
-  }
+  k4_scale_min(bb, j, sc, m);
   uint q = w_u32(bb + 48u + (i >> 6) * 32u + (i & 31u));
   q = ((j & 1u) == 0u) ? (q & 0x0F0F0F0Fu) : ((q >> 4) & 0x0F0F0F0Fu);
   q |= ((w_u32(bb + 16u + (i & 31u)) >> j) & 0x01010101u) << 4;
   return d * float(sc) * vec4(q & 0xFFu, (q >> 8) & 0xFFu, (q >> 16) & 0xFFu, q >> 24) -
          dmin * float(m);
 }
+#endif
 
 #elif defined(WTYPE_Q6_K)
 #define W_BLOCK 256u

@@ -24,7 +24,9 @@ void q4_k_scale_min(const uint8_t* s, int j, int* scale, int* min) {
 
 // Q4_K: sub-block j covers elements 32j..32j+31; its codes are the low nibbles (j even) or high
 // nibbles (j odd) of qs[32 * (j / 2) ..+32]. x = d * scale * q - dmin * min.
-float dot_q4_k_q8_k_ref(const block_q4_K* w, const block_q8_K* x, int64_t nb) {
+// Q5_K: the same, plus bit j of qh[l] as bit 4 of the code of element 32j + l.
+template <typename Block, bool kHighBit>
+float dot_k4_q8_k_ref(const Block* w, const block_q8_K* x, int64_t nb) {
   float sum = 0.0f;
   for (int64_t b = 0; b < nb; ++b) {
     int32_t scaled = 0;  // sum_j scale_j * sum_l q * xq
@@ -37,7 +39,9 @@ float dot_q4_k_q8_k_ref(const block_q4_K* w, const block_q8_K* x, int64_t nb) {
       const int8_t* xq = x[b].qs + 32 * j;
       int32_t dot = 0, xsum = 0;
       for (int l = 0; l < 32; ++l) {
-        dot += ((q[l] >> shift) & 0x0f) * xq[l];
+        int code = (q[l] >> shift) & 0x0f;
+        if constexpr (kHighBit) code |= ((w[b].qh[l] >> j) & 1) << 4;
+        dot += code * xq[l];
         xsum += xq[l];
       }
       scaled += scale * dot;
@@ -49,31 +53,11 @@ float dot_q4_k_q8_k_ref(const block_q4_K* w, const block_q8_K* x, int64_t nb) {
   return sum;
 }
 
-// Q5_K: as Q4_K, plus bit j of qh[l] as bit 4 of the code of element 32j + l.
+float dot_q4_k_q8_k_ref(const block_q4_K* w, const block_q8_K* x, int64_t nb) {
+  return dot_k4_q8_k_ref<block_q4_K, false>(w, x, nb);
+}
 float dot_q5_k_q8_k_ref(const block_q5_K* w, const block_q8_K* x, int64_t nb) {
-  float sum = 0.0f;
-  for (int64_t b = 0; b < nb; ++b) {
-    int32_t scaled = 0;
-    int32_t mins = 0;
-    for (int j = 0; j < 8; ++j) {
-      int scale, min;
-      q4_k_scale_min(w[b].scales, j, &scale, &min);
-      const uint8_t* q = w[b].qs + 32 * (j / 2);
-      const int shift = (j % 2) * 4;
-      const int8_t* xq = x[b].qs + 32 * j;
-      int32_t dot = 0, xsum = 0;
-      for (int l = 0; l < 32; ++l) {
-        const int code = ((q[l] >> shift) & 0x0f) | ((w[b].qh[l] >> j) & 1) << 4;
-        dot += code * xq[l];
-        xsum += xq[l];
-      }
-      scaled += scale * dot;
-      mins += min * xsum;
-    }
-    sum += x[b].d * (f16_to_f32(w[b].d) * static_cast<float>(scaled) -
-                     f16_to_f32(w[b].dmin) * static_cast<float>(mins));
-  }
-  return sum;
+  return dot_k4_q8_k_ref<block_q5_K, true>(w, x, nb);
 }
 
 // Q6_K values (code - 32, in -32..31) of one block, in element order. Each half h of 128
