@@ -11,6 +11,8 @@
 // Counters (per second, real time):
 //   GB/s     K + V cache bytes read per second
 //   bw_frac  GB/s over the measured read bandwidth (runtime/ceiling.h)
+//   bw_frac_paired, paired_GB_s: GB/s over the bandwidth of probe reads of the same size taken
+//            after every call, timer paused (bench/paired.h)
 // The caches rotate through enough copies to exceed 512 MiB (twice this machine's L3) so they
 // are read from DRAM, as in decoding, where gigabytes of weights pass between two visits of a
 // layer. Example: --benchmark_filter='attn/global_mqa/f16/avx512' --benchmark_repetitions=5.
@@ -22,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/paired.h"
 #include "kernels/attention/attention.h"
 #include "kernels/cpu.h"
 #include "kernels/quant/quant.h"
@@ -124,10 +127,7 @@ void run_attention(benchmark::State& state, AttnCase c) {
     partials[s] = partial_buf.data() + s * flash_attn_partial_floats(a);
   const int group = kHeads / c.n_kv_head;
 
-  int copy = 0;
-  for (auto _ : state) {
-    a.k = k.data.data() + copy * k.bytes_per_copy;
-    a.v = v.data.data() + copy * v.bytes_per_copy;
+  auto call = [&] {
     if (c.n_kv_head == 1) {
       // Split-K: each thread reads its share of the slots once for all 16 heads.
       pool.parallel_for(n_split, [&](int64_t s, int) {
@@ -142,6 +142,13 @@ void run_attention(benchmark::State& state, AttnCase c) {
         flash_attn_isa(c.isa, a, 0, 1, (int)g * group, (int)(g + 1) * group);
       });
     }
+  };
+  int copy = 0;
+  Paired pair;
+  for (auto _ : state) {
+    a.k = k.data.data() + copy * k.bytes_per_copy;
+    a.v = v.data.data() + copy * v.bytes_per_copy;
+    pair.run(state, 2 * k.bytes_per_copy, call);
     benchmark::DoNotOptimize(out.data());
     copy = (copy + 1) % k.copies;
   }
@@ -152,6 +159,7 @@ void run_attention(benchmark::State& state, AttnCase c) {
   if (ceil.read_gbps > 0) {
     state.counters["bw_frac"] = C(gb / ceil.read_gbps, C::kIsIterationInvariantRate);
   }
+  pair.set_counters(state, 2.0 * (double)k.bytes_per_copy);
 }
 
 int register_all() {

@@ -11,6 +11,8 @@
 //   bw_frac_cpu, peak_frac_cpu: the same fractions per CPU second of the threads inside the kernel
 //              (against ceilings measured the same way), which a machine shared with other
 //              processes distorts much less than wall time.
+//   bw_frac_paired, paired_GB_s (GEMV, R <= 9): GB_s over the read bandwidth of probe reads of
+//              the same size taken after every call, timer paused (bench/paired.h).
 // The weights rotate through enough copies to exceed 512 MiB (twice the L3 of this machine) so GEMV
 // reads come from DRAM, as in decoding a 7 GB model.
 #include <benchmark/benchmark.h>
@@ -24,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/paired.h"
 #include "kernels/cpu.h"
 #include "kernels/matmul/matmul.h"
 #include "kernels/quant/quant.h"
@@ -128,23 +131,36 @@ void run_matmul(benchmark::State& state, Case c) {
       std::min<int64_t>(units, (c.R > kGemvMaxRows ? 2 : 4) * int64_t{pool.size()});
   int copy = 0;
   std::atomic<int64_t> cpu_ns{0};  // CPU time of all threads inside the kernel
+  // GEMV (R <= 9: decoding and verification) is memory-bound: paired with probe reads.
+  const bool paired = !c.gemm && c.R <= 9;
+  Paired pair;
   const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
     const MatmulArgs a{
         w.data.data() + copy * w.bytes_per_copy, x.data(), ldx, y.data(), c.N, c.K, c.R};
-    pool.parallel_for(tasks, [&](int64_t t, int) {
-      const int64_t n0 = std::min(c.N, units * t / tasks * gran);
-      const int64_t n1 = std::min(c.N, units * (t + 1) / tasks * gran);
-      const double c0 = thread_cpu_seconds();
-      if (n0 < n1) fn(a, n0, n1);
-      cpu_ns += static_cast<int64_t>((thread_cpu_seconds() - c0) * 1e9);
-    });
+    auto call = [&] {
+      pool.parallel_for(tasks, [&](int64_t t, int) {
+        const int64_t n0 = std::min(c.N, units * t / tasks * gran);
+        const int64_t n1 = std::min(c.N, units * (t + 1) / tasks * gran);
+        const double c0 = thread_cpu_seconds();
+        if (n0 < n1) fn(a, n0, n1);
+        cpu_ns += static_cast<int64_t>((thread_cpu_seconds() - c0) * 1e9);
+      });
+    };
+    if (paired) {
+      pair.run(state, w.bytes_per_copy, call);
+    } else {
+      call();
+    }
     benchmark::DoNotOptimize(y.data());
     copy = (copy + 1) % w.copies;
   }
-  // Wall time of the loop (all threads work; the library's CPU time is the main thread's only).
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
-                      static_cast<double>(state.iterations());
+  // Wall time of the calls (all threads work; the library's CPU time is the main thread's only).
+  const double secs =
+      (paired ? pair.kernel_seconds()
+              : std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()) /
+      static_cast<double>(state.iterations());
+  if (paired) pair.set_counters(state, static_cast<double>(w.bytes_per_copy));
   const Ceilings& ceil = ceilings();
   const double gbps = static_cast<double>(w.bytes_per_copy) / secs / 1e9;
   const double gops = 2.0 * static_cast<double>(c.R) * c.N * c.K / secs / 1e9;

@@ -1,14 +1,20 @@
 #include "runtime/ceiling.h"
 
+// GCC 12 reports false -Wuninitialized warnings inside its AVX-512 intrinsic headers.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <new>
 #include <vector>
 
 #include "kernels/cpu.h"
@@ -179,11 +185,26 @@ void measure_read(ThreadPool& pool, Ceilings* c) {
 
 // Runs `loop(iters)` on every thread: int8 ops (2 per MAC) per second, best of 3.
 template <typename Loop>
-void measure_peak(ThreadPool& pool, Loop loop, int64_t macs_per_iter, Ceilings* c) {
+void measure_peak(ThreadPool& pool, Loop loop, int64_t macs_per_iter, Ceilings* c, int passes = 3) {
   const int64_t iters = 20'000'000;
   const double gops = 2.0 * static_cast<double>(macs_per_iter) * iters * pool.size() / 1e9;
   best_rates(
-      pool, 3, gops, [&](int64_t) { g_sink += loop(iters); }, &c->int8_gops, &c->int8_gops_cpu);
+      pool, passes, gops, [&](int64_t) { g_sink += loop(iters); }, &c->int8_gops,
+      &c->int8_gops_cpu);
+}
+
+// The int8 peak with the widest instruction this CPU has (0 where neither AVX-512 VNNI nor AVX2).
+void measure_int8(ThreadPool& pool, Ceilings* c, int passes) {
+#if defined(__x86_64__)
+  const CpuFeatures& f = cpu_features();
+  if (f.avx512f && f.avx512vnni && f.os_avx512) {
+    measure_peak(pool, dot_avx512vnni, kMacsPerIterVnni, c, passes);
+    c->int8_isa = "vpdpbusd zmm (avx512vnni)";
+  } else if (f.avx2 && f.os_avx) {
+    measure_peak(pool, dot_avx2, kMacsPerIterAvx2, c, passes);
+    c->int8_isa = "vpmaddubsw+vpmaddwd+vpaddd ymm (avx2)";
+  }
+#endif
 }
 
 }  // namespace
@@ -192,18 +213,69 @@ Ceilings measure_ceilings(ThreadPool& pool) {
   Ceilings c;
   c.threads = pool.size();
   measure_read(pool, &c);
-#if defined(__x86_64__)
-  const CpuFeatures& f = cpu_features();
-  if (f.avx512f && f.avx512vnni && f.os_avx512) {
-    measure_peak(pool, dot_avx512vnni, kMacsPerIterVnni, &c);
-    c.int8_isa = "vpdpbusd zmm (avx512vnni)";
-  } else if (f.avx2 && f.os_avx) {
-    measure_peak(pool, dot_avx2, kMacsPerIterAvx2, &c);
-    c.int8_isa = "vpmaddubsw+vpmaddwd+vpaddd ymm (avx2)";
-  }
-#endif
+  measure_int8(pool, &c, 3);
   return c;
 }
+
+double int8_peak_gops(ThreadPool& pool, int passes) {
+  Ceilings c;
+  measure_int8(pool, &c, passes);
+  return c.int8_gops;
+}
+
+ReadProbe::ReadProbe(ThreadPool& pool, size_t bytes) : pool_(pool) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  size_ = std::max(kHuge, (bytes + kHuge - 1) / kHuge * kHuge);
+  buf_ = static_cast<uint8_t*>(std::aligned_alloc(kHuge, size_));
+  if (!buf_) throw std::bad_alloc();
+#if defined(MADV_HUGEPAGE)
+  if (!std::getenv("QGEMMA_NO_HUGEPAGES")) madvise(buf_, size_, MADV_HUGEPAGE);
+#endif
+  const int64_t parts = pool.size();
+  const size_t slice = size_ / parts;
+  pool.parallel_for(parts, [&](int64_t t, int) {
+    const size_t end = t + 1 == parts ? size_ : (t + 1) * slice;
+    std::memset(buf_ + t * slice, int(t + 1), end - t * slice);
+  });
+}
+
+ReadProbe::~ReadProbe() { std::free(buf_); }
+
+double ReadProbe::read(size_t bytes) {
+  const int64_t parts = pool_.size();
+  bytes = std::min(bytes, size_);
+  const size_t slice = std::max<size_t>(4096, bytes / parts / 4096 * 4096);
+  if (at_ + slice * parts > size_) at_ = 0;
+  const uint8_t* base = buf_ + at_;
+  const auto t0 = Clock::now();
+  pool_.parallel_for(parts, [&](int64_t t, int) { g_sink += read_slice(base + t * slice, slice); });
+  const double s = seconds_since(t0);
+  at_ += slice * parts;
+  bytes_ += static_cast<double>(slice * parts);
+  seconds_ += s;
+  return s;
+}
+
+namespace {
+uint64_t status_kib(const char* key) {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  uint64_t kib = 0;
+  const size_t n = std::strlen(key);
+  while (std::fgets(line, sizeof(line), f)) {
+    if (std::strncmp(line, key, n) == 0) {
+      kib = std::strtoull(line + n, nullptr, 10);
+      break;
+    }
+  }
+  std::fclose(f);
+  return kib;
+}
+}  // namespace
+
+uint64_t peak_rss_bytes() { return status_kib("VmHWM:") * 1024; }
+uint64_t current_rss_bytes() { return status_kib("VmRSS:") * 1024; }
 
 const Ceilings& measure_ceilings() {
   g_ceilings = measure_ceilings(ThreadPool::global());

@@ -7,6 +7,8 @@
 //    as 2 ops (multiply + add) per int8 multiply-accumulate.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace qgemma {
@@ -25,6 +27,44 @@ struct Ceilings {
   int threads = 0;
 };
 
+// A paired ceiling: streaming reads of a buffer twice the size of this machine's last-level
+// cache class (512 MiB by default, 2 MiB aligned, advised for huge pages, touched by the threads
+// that read it), taken in turns with the measured work so that both sides of a fraction see the
+// same machine state. On a shared machine the bandwidth one process gets swings by 15-20% from
+// minute to minute (other tenants); a ceiling measured once, seconds or minutes away from the
+// work, then moves every fraction with it. Each read() continues where the last one stopped, so
+// the bytes it reads were last touched a whole buffer ago (not in cache).
+class ReadProbe {
+ public:
+  explicit ReadProbe(ThreadPool& pool, size_t bytes = size_t{512} << 20);
+  ~ReadProbe();
+  ReadProbe(const ReadProbe&) = delete;
+  ReadProbe& operator=(const ReadProbe&) = delete;
+
+  // Reads `bytes` (rounded to whole 4 KiB pages per thread, at most the buffer) with every
+  // thread of the pool; returns the wall seconds it took and adds to the totals below.
+  double read(size_t bytes);
+  // Bytes read and wall seconds spent in read() since construction or reset().
+  double bytes_read() const { return bytes_; }
+  double seconds() const { return seconds_; }
+  double gbps() const { return seconds_ > 0 ? bytes_ / seconds_ / 1e9 : 0.0; }
+  void reset() { bytes_ = seconds_ = 0; }
+  // Resident bytes of the buffer (for peak-RSS accounting).
+  size_t size() const { return size_; }
+
+ private:
+  ThreadPool& pool_;
+  uint8_t* buf_ = nullptr;
+  size_t size_ = 0;
+  size_t at_ = 0;  // where the next read starts
+  double bytes_ = 0, seconds_ = 0;
+};
+
+// Peak and current resident set size of this process (VmHWM / VmRSS of /proc/self/status, in
+// bytes; 0 where unavailable).
+uint64_t peak_rss_bytes();
+uint64_t current_rss_bytes();
+
 // CPU time of the calling thread, in seconds.
 double thread_cpu_seconds();
 
@@ -32,6 +72,8 @@ double thread_cpu_seconds();
 Ceilings measure_ceilings(ThreadPool& pool);
 // The same on ThreadPool::global(); the result is kept for ceilings().
 const Ceilings& measure_ceilings();
+// The int8 peak alone, best of `passes` passes of about 60 ms (0 without AVX-512 VNNI or AVX2).
+double int8_peak_gops(ThreadPool& pool, int passes = 2);
 // The measured values (zeros before measure_ceilings()).
 const Ceilings& ceilings();
 

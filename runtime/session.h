@@ -88,6 +88,8 @@ class Session {
   const ModelConfig& config() const { return m_.config(); }
   const KvCache& kv_cache() const { return kv_; }
   int n_threads() const;
+  // The session's thread pool (what its kernels run on; benchmarks pair their ceilings with it).
+  ThreadPool& pool() { return *pool_; }
   // "CPU" or "Vulkan (<device name>)".
   std::string backend_name() const;
   bool on_gpu() const { return gpu_ != nullptr; }

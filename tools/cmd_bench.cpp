@@ -3,6 +3,7 @@
 // peak RSS and decode's fraction of this machine's measured memory read bandwidth.
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -39,6 +40,10 @@ struct Result {
   int n_prompt = 0, n_gen = 0;
   std::vector<double> ts;  // tokens per second of each repetition
   double kv_bytes = 0;     // tg: mean K/V cache bytes one token reads (at depth, on the CPU)
+  // Paired ceilings (CPU): per repetition, the read bandwidth (GB/s) of the probe reads taken
+  // between its tokens (tg), or the int8 peak (GOPS) measured just before and after it (pp); and
+  // the repetition's fraction of that ceiling.
+  std::vector<double> paired_ceiling, paired_fraction;
   double mean() const {
     double s = 0;
     for (double x : ts) s += x;
@@ -52,6 +57,13 @@ struct Result {
     return std::sqrt(s / (ts.size() - 1));
   }
 };
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -83,19 +95,23 @@ double run_prompt(Session& s, const std::vector<int32_t>& depth, const std::vect
   return ids.size() / std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Also the mean K/V cache bytes a token read (kv_bytes, CPU backend).
+// Also the mean K/V cache bytes a token read (kv_bytes, CPU backend). With a probe, every token
+// is preceded by a streaming read of kProbeBytes (untimed for the test): the paired ceiling.
+constexpr size_t kProbeBytes = size_t{256} << 20;
 double run_gen(Session& s, const std::vector<int32_t>& depth, int n, std::mt19937& rng,
-               double* kv_bytes = nullptr) {
+               double* kv_bytes = nullptr, ReadProbe* probe = nullptr) {
   at_depth(s, depth);
   const int64_t vocab = s.config().n_vocab;
   int32_t tok = static_cast<int32_t>(rng() % vocab);
   const double kv0 = static_cast<double>(s.kv_bytes_per_token());
-  const auto t0 = Clock::now();
+  double secs = 0;
   for (int i = 0; i < n; ++i) {
+    if (probe) probe->read(kProbeBytes);
+    const auto t0 = Clock::now();
     auto logits = s.eval(std::span<const int32_t>(&tok, 1), 1);
     tok = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    secs += std::chrono::duration<double>(Clock::now() - t0).count();
   }
-  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   // The cache grows by one token per step: the mean of the first and last step's reads.
   if (kv_bytes) *kv_bytes = (kv0 + static_cast<double>(s.kv_bytes_per_token())) / 2;
   return n / secs;
@@ -124,38 +140,18 @@ int run_bench(const BenchCmd& cmd) {
   const std::string at = cmd.n_depth > 0 ? " @ d" + std::to_string(cmd.n_depth) : "";
 
   std::vector<Result> results;
-  if (cmd.n_prompt > 0)
-    results.push_back({"pp" + std::to_string(cmd.n_prompt) + at, cmd.n_prompt, 0, {}});
-  if (cmd.n_gen > 0) results.push_back({"tg" + std::to_string(cmd.n_gen) + at, 0, cmd.n_gen, {}});
+  auto add_test = [&](std::string name, int n_prompt, int n_gen) {
+    Result r;
+    r.test = std::move(name) + at;
+    r.n_prompt = n_prompt;
+    r.n_gen = n_gen;
+    results.push_back(std::move(r));
+  };
+  if (cmd.n_prompt > 0) add_test("pp" + std::to_string(cmd.n_prompt), cmd.n_prompt, 0);
+  if (cmd.n_gen > 0) add_test("tg" + std::to_string(cmd.n_gen), 0, cmd.n_gen);
   // Warm-up run (weights into the page cache and caches, plans built), as llama-bench does.
   if (cmd.n_prompt > 0) run_prompt(session, depth, random_tokens(cmd.n_prompt, c.n_vocab, rng));
   if (cmd.n_gen > 0) run_gen(session, depth, std::min(cmd.n_gen, 4), rng);
-  for (int r = 0; r < cmd.reps; ++r) {
-    for (Result& res : results) {
-      double kv = 0;
-      res.ts.push_back(res.n_prompt
-                           ? run_prompt(session, depth, random_tokens(res.n_prompt, c.n_vocab, rng))
-                           : run_gen(session, depth, res.n_gen, rng, &kv));
-      // At depth 0 the roofline stays weights only (the definition; the cache of a
-      // short test is < 0.01% of the bytes).
-      if (cmd.n_depth > 0) res.kv_bytes += kv / cmd.reps;
-    }
-  }
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  const uint64_t peak_rss = static_cast<uint64_t>(ru.ru_maxrss) * 1024;
-  double bw = 0;    // bytes/s of memory reads
-  double int8 = 0;  // int8 ops/s (CPU only: the prefill roofline)
-  std::string int8_isa;
-  if (cmd.bandwidth && session.on_gpu()) {
-    bw = session.gpu_read_bandwidth_gbs(size_t{1} << 30, 5) * 1e9;  // the GPU's memory
-  } else if (cmd.bandwidth) {
-    ThreadPool pool(session.n_threads());
-    const Ceilings ceil = measure_ceilings(pool);
-    bw = ceil.read_gbps * 1e9;
-    int8 = ceil.int8_gops * 1e9;
-    int8_isa = ceil.int8_isa;
-  }
   // Prefill does 2 ops (multiply + add) per weight of the layers' matrices per token; the
   // embedding is a row lookup and the output head runs for the last token only, so the vocabulary
   // matrix is not counted (counting it would flatter the figure by ~8% on the 12B).
@@ -163,7 +159,61 @@ int run_bench(const BenchCmd& cmd) {
       2.0 * static_cast<double>(c.n_params() - int64_t{c.n_vocab} * c.n_embd);
   // Decode reads every weight once per token (the tied embedding as the output head).
   const double bytes_per_token = static_cast<double>(model->weights().nbytes);
-
+  // Paired ceilings (CPU): the probe buffer is allocated after the warm-up, whose peak resident
+  // memory is recorded first; the probe stays resident throughout, so the tests' own peak is the
+  // later high-water mark minus the probe.
+  const bool paired = cmd.bandwidth && !session.on_gpu();
+  const uint64_t rss_before_probe = peak_rss_bytes();
+  std::unique_ptr<ReadProbe> probe;
+  if (paired) probe = std::make_unique<ReadProbe>(session.pool());
+  double int8_prev = paired && cmd.n_prompt > 0 ? int8_peak_gops(session.pool()) : 0;
+  for (int r = 0; r < cmd.reps; ++r) {
+    for (Result& res : results) {
+      double kv = 0;
+      if (res.n_prompt) {
+        res.ts.push_back(run_prompt(session, depth, random_tokens(res.n_prompt, c.n_vocab, rng)));
+        if (paired && int8_prev > 0) {
+          const double int8_next = int8_peak_gops(session.pool());
+          const double ceil = (int8_prev + int8_next) / 2;
+          res.paired_ceiling.push_back(ceil);
+          res.paired_fraction.push_back(res.ts.back() * ops_per_token / (ceil * 1e9));
+          int8_prev = int8_next;
+        }
+      } else {
+        if (probe) probe->reset();
+        res.ts.push_back(run_gen(session, depth, res.n_gen, rng, &kv, probe.get()));
+        if (probe) {
+          res.paired_ceiling.push_back(probe->gbps());
+          const double b = bytes_per_token + (cmd.n_depth > 0 ? kv : 0);
+          res.paired_fraction.push_back(res.ts.back() * b / (probe->gbps() * 1e9));
+        }
+      }
+      // At depth 0 the roofline stays weights only (the definition; the cache of a
+      // short test is < 0.01% of the bytes).
+      if (cmd.n_depth > 0) res.kv_bytes += kv / cmd.reps;
+    }
+  }
+  uint64_t peak_rss = peak_rss_bytes();
+  if (probe) {
+    peak_rss = std::max(rss_before_probe, peak_rss - std::min<uint64_t>(peak_rss, probe->size()));
+    probe.reset();
+  }
+  if (peak_rss == 0) {  // no /proc: getrusage's figure
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    peak_rss = static_cast<uint64_t>(ru.ru_maxrss) * 1024;
+  }
+  double bw = 0;    // bytes/s of memory reads
+  double int8 = 0;  // int8 ops/s (CPU only: the prefill roofline)
+  std::string int8_isa;
+  if (cmd.bandwidth && session.on_gpu()) {
+    bw = session.gpu_read_bandwidth_gbs(size_t{1} << 30, 5) * 1e9;  // the GPU's memory
+  } else if (cmd.bandwidth) {
+    const Ceilings ceil = measure_ceilings(session.pool());
+    bw = ceil.read_gbps * 1e9;
+    int8 = ceil.int8_gops * 1e9;
+    int8_isa = ceil.int8_isa;
+  }
   const std::string type(
       type_traits(model->file().find_tensor("blk.0.ffn_gate.weight")->type).name);
   const std::string model_name = "gemma4 " + params_str(c.n_params()) + " " + type;
@@ -194,6 +244,13 @@ int run_bench(const BenchCmd& cmd) {
       if (int8 > 0 && r.n_prompt) {
         j["int8_peak_gops"] = int8 / 1e9;
         j["int8_fraction"] = r.mean() * ops_per_token / int8;
+      }
+      if (!r.paired_fraction.empty()) {
+        const char* what = r.n_gen ? "paired_read_bandwidth_gbps" : "paired_int8_peak_gops";
+        j[what] = r.paired_ceiling;
+        j[r.n_gen ? "bandwidth_fraction_paired" : "int8_fraction_paired"] =
+            median(r.paired_fraction);
+        j["paired_fraction_samples"] = r.paired_fraction;
       }
       out.push_back(j);
     }
@@ -238,6 +295,26 @@ int run_bench(const BenchCmd& cmd) {
       std::printf("%s: %.1f GOPS (2 x layer weights x tokens / s) = %.1f%% of the int8 roofline\n",
                   r.test.c_str(), r.mean() * ops_per_token / 1e9,
                   100.0 * r.mean() * ops_per_token / int8);
+    }
+  }
+  // The paired figures: each repetition against the ceiling measured in turns with it.
+  for (const Result& r : results) {
+    if (r.paired_fraction.size() == 0) continue;
+    const auto [fmin, fmax] =
+        std::minmax_element(r.paired_fraction.begin(), r.paired_fraction.end());
+    const auto [cmin, cmax] = std::minmax_element(r.paired_ceiling.begin(), r.paired_ceiling.end());
+    if (r.n_gen) {
+      std::printf(
+          "%s, paired: %.1f%% of the read bandwidth measured between its tokens (median of %zu "
+          "repetitions, range %.1f-%.1f%%; %zu MiB read before each token: %.2f-%.2f GB/s)\n",
+          r.test.c_str(), 100.0 * median(r.paired_fraction), r.paired_fraction.size(),
+          100.0 * *fmin, 100.0 * *fmax, kProbeBytes >> 20, *cmin, *cmax);
+    } else {
+      std::printf(
+          "%s, paired: %.1f%% of the int8 peak measured before and after each repetition (median "
+          "of %zu, range %.1f-%.1f%%; peak %.0f-%.0f GOPS)\n",
+          r.test.c_str(), 100.0 * median(r.paired_fraction), r.paired_fraction.size(),
+          100.0 * *fmin, 100.0 * *fmax, *cmin, *cmax);
     }
   }
   if (cmd.draft.enabled()) {

@@ -98,6 +98,38 @@ TEST_F(Commands, BenchJsonHasLlamaBenchFields) {
   }
 }
 
+// With the bandwidth measurement on, every repetition also gets its paired ceiling (probe reads
+// between its tokens; the int8 peak around each prompt test), and the probe's 512 MiB are left
+// out of the peak RSS (the tiny model's process stays far below it).
+TEST_F(Commands, BenchPairsEachRepetitionWithItsCeiling) {
+  const Output o = sh(kBin + " bench -m " + model_ + " -p 16 -n 3 -r 2 -o json");
+  ASSERT_EQ(o.status, 0) << o.out;
+  const auto j = nlohmann::json::parse(o.out.substr(o.out.find('[')));
+  ASSERT_EQ(j.size(), 2u);
+  const auto& pp = j[0];
+  const auto& tg = j[1];
+  ASSERT_EQ(pp["paired_int8_peak_gops"].size(), 2u) << pp.dump();
+  ASSERT_EQ(tg["paired_read_bandwidth_gbps"].size(), 2u) << tg.dump();
+  for (const auto& r : {pp, tg}) {
+    ASSERT_EQ(r["paired_fraction_samples"].size(), 2u);
+    for (const auto& f : r["paired_fraction_samples"]) EXPECT_GT(f.get<double>(), 0.0);
+  }
+  for (const auto& g : tg["paired_read_bandwidth_gbps"]) EXPECT_GT(g.get<double>(), 0.1);
+  // The fraction is the repetition's own t/s against its own ceiling.
+  const double bytes = tg["model_size"].get<double>();
+  for (int i = 0; i < 2; ++i) {
+    const double want = tg["samples_ts"][i].get<double>() * bytes /
+                        (tg["paired_read_bandwidth_gbps"][i].get<double>() * 1e9);
+    EXPECT_NEAR(tg["paired_fraction_samples"][i].get<double>(), want, 1e-9 + 1e-6 * want);
+  }
+  EXPECT_GT(tg["bandwidth_fraction_paired"].get<double>(), 0.0);
+  EXPECT_GT(pp["int8_fraction_paired"].get<double>(), 0.0);
+  EXPECT_LT(tg["peak_rss_bytes"].get<double>(), 400.0 * (1 << 20));
+  const Output md = sh(kBin + " bench -m " + model_ + " -p 0 -n 3 -r 1");
+  ASSERT_EQ(md.status, 0) << md.out;
+  EXPECT_NE(md.out.find("tg3, paired: "), std::string::npos) << md.out;
+}
+
 // llama-bench's -d: the tests run on a cache already holding that many tokens (names
 // "pp16 @ d40"), a decode step's K/V reads are reported, and a prompt longer than the batch (the
 // sliding rings cannot be cropped back: the depth is refilled) still runs.

@@ -1,0 +1,50 @@
+// Paired read ceiling for the memory-bound benchmarks (GEMV, attention): after every timed call
+// the benchmark pauses its timer and streams the same number of bytes through a ReadProbe
+// (runtime/ceiling.h) with the same threads, so each repetition's fraction compares the kernel
+// with what the machine read in the same seconds (counter bw_frac_paired). On this shared machine
+// the bandwidth a process gets moves by 15-20% between minutes; bw_frac, against the ceiling
+// measured once at start-up, moves with it.
+#pragma once
+
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+
+#include "runtime/ceiling.h"
+#include "runtime/threadpool.h"
+
+namespace qgemma::bench {
+
+class Paired {
+ public:
+  Paired() { probe().reset(); }
+  // Times one call of `fn` (kernel seconds), then reads `bytes` through the probe untimed.
+  template <typename Fn>
+  void run(benchmark::State& state, size_t bytes, Fn&& fn) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    kernel_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    state.PauseTiming();
+    probe().read(bytes);
+    state.ResumeTiming();
+  }
+  double kernel_seconds() const { return kernel_s_; }
+  // Sets bw_frac_paired: bytes_per_call per kernel second over the probe's bytes per second.
+  void set_counters(benchmark::State& state, double bytes_per_call) const {
+    const ReadProbe& p = probe();
+    if (kernel_s_ <= 0 || p.seconds() <= 0) return;
+    const double kernel_gbps =
+        bytes_per_call * static_cast<double>(state.iterations()) / kernel_s_ / 1e9;
+    state.counters["bw_frac_paired"] = kernel_gbps / p.gbps();
+    state.counters["paired_GB_s"] = p.gbps();
+  }
+
+ private:
+  static ReadProbe& probe() {
+    static ReadProbe p(ThreadPool::global());
+    return p;
+  }
+  double kernel_s_ = 0;
+};
+
+}  // namespace qgemma::bench
