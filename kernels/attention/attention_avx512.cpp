@@ -94,7 +94,8 @@ struct Avx512 {
 //    products in fp16 before the f32 accumulators (the error analysis is in
 //    tests/kernels/test_attention.cpp). Memory: per-thread bandwidth here is bounded by the
 //    line-fill buffers, so the next block's K and V rows are prefetched (to L2) one line per
-//    16 FMAs, alternating K and V, evenly over the block's work (LineCursor); the next 4 K rows
+//    16 FMAs, alternating K and V, evenly over the block's work (RunCursor when the next block
+//    is a full run of contiguous rows, the usual case; LineCursor otherwise); the next 4 K rows
 //    and the next line of each V row go to L1 one step ahead. A non-finite score (fp16
 //    overflow, |partial sums| > 65504) is recomputed in f32 for its 4 slots; a chunk whose f32
 //    accumulators end non-finite is rerun with F32Math. A score depends only on its own row's
@@ -210,10 +211,32 @@ struct LineCursor {
   }
 };
 
+// The same order when the next block's K rows, and its V rows, are each one contiguous run
+// (row stride = row bytes, a full block: MQA decoding over a dense cache): two pointers that
+// swap, no branches and no row table in the hot loops. `extra` calls finish the run when the
+// current block has fewer slots (fewer calls) than the next.
+struct RunCursor {
+  const char* p;  // next line to prefetch
+  const char* q;  // the one after it (the other stream)
+  size_t inc;     // 64
+  int extra;
+  void one() {
+    _mm_prefetch(p, _MM_HINT_T1);
+    const char* t = q;
+    q = p + inc;
+    p = t;
+  }
+  void rest() {
+    for (int i = 0; i < extra; ++i) one();
+  }
+};
+
 struct LinePrefetcher {
   const char* k[kWideBlockMax];
   const char* v[kWideBlockMax];
   LineCursor cur;
+  RunCursor run;
+  bool use_run = false;
 };
 
 struct BlockPrefetch {
@@ -323,10 +346,10 @@ struct F16Math {
 
   // Scores of slots s0 .. s0 + 3 for the 16 rows, 4 rows at a time: register tile of 4 slots x 4
   // rows (8 loads per 16 FMAs; the 4 K rows stay in L1 across the row groups).
-  template <class E>
+  template <class E, class Cursor>
   QGEMMA_FP16 static bool qk4(const Work& w, const E* const* k, const E* const* kn, int d, float* p,
-                              LineCursor& pfc) {
-    LineCursor pf = pfc;
+                              Cursor& pfc) {
+    Cursor pf = pfc;
     bool bad = false;
     for (int rg = 0; rg < kLanes; rg += 4) {
       __m512 tot = _mm512_setzero_ps();
@@ -376,7 +399,9 @@ struct F16Math {
         kn[s] = krow[s0 + 4 + s < nb ? s0 + 4 + s : 0];
       }
       // fp16 overflow (or a non-finite input): redo these slots in f32.
-      if (qk4(w, k, kn, d, p + s0 * kLanes, pf.line.cur)) {
+      const bool bad = pf.line.use_run ? qk4(w, k, kn, d, p + s0 * kLanes, pf.line.run)
+                                       : qk4(w, k, kn, d, p + s0 * kLanes, pf.line.cur);
+      if (bad) {
         for (int s = s0; s < std::min(nb, s0 + 4); ++s) qk_slot(w.q, krow[s], d, p + s * kLanes);
       }
     }
@@ -389,6 +414,15 @@ struct F16Math {
   template <class E>
   QGEMMA_FP16 static void pv(const E* const* v, int nb, int d, const float* p, const float* fac,
                              float* acc, BlockPrefetch& pf, bool) {
+    if (pf.line.use_run) {
+      pv_c(v, nb, d, p, fac, acc, pf.line.run);
+    } else {
+      pv_c(v, nb, d, p, fac, acc, pf.line.cur);
+    }
+  }
+  template <class E, class Cursor>
+  QGEMMA_FP16 static void pv_c(const E* const* v, int nb, int d, const float* p, const float* fac,
+                               float* acc, Cursor pfl) {
     alignas(64) f16_bits p16[kHalfBlock * kLanes];
     for (int s = 0; s < nb; ++s) {
       _mm256_store_si256(reinterpret_cast<__m256i*>(p16 + s * kLanes),
@@ -396,7 +430,6 @@ struct F16Math {
                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
     const _Float16* ph = reinterpret_cast<const _Float16*>(p16);
-    LineCursor pfl = pf.line.cur;
     for (int e = 0; e < d; e += 32) {
       __m512h a[kLanes];
 #pragma GCC unroll 16
@@ -507,6 +540,16 @@ WideState wide_run(const FlashAttnArgs& a, const Simd::Chunk& c, int g, int64_t 
       pf.v.add(vbase + t * a.v_stride_slot);
     }
     if constexpr (std::is_same_v<M, F16Math>) {
+      // A full next block of contiguous rows (the usual case): the branch-free cursor.
+      if (j + NB <= kv1 && a.k_stride_slot == kbytes && a.v_stride_slot == vbytes &&
+          kbytes == vbytes) {
+        pf.line.use_run = true;
+        // Calls this block makes (qk4: d / 8 per 4 slots, pv: d / 32 per slot) vs lines to fetch.
+        const int calls = (nb + 3) / 4 * (d / 8) + nb * (d / 32);
+        const int lines = (int)(2 * (kbytes / 64)) * NB;
+        pf.line.run = RunCursor{kbase + j * a.k_stride_slot, vbase + j * a.v_stride_slot, 64,
+                                std::max(0, lines - calls)};
+      }
       LineCursor& lc = pf.line.cur;
       lc.k = pf.line.k;
       lc.v = pf.line.v;

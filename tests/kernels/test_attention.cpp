@@ -482,6 +482,33 @@ TEST(FlashAttn, Fp16PathRaggedBlocks) {
   std::printf("fp16 path: worst abs error vs ref %.2e (tolerance %.1e)\n", g_worst_fp16, kTolFp16);
 }
 
+// The fp16 path streams the next block with one of two prefetch cursors: a branch-free one when
+// the next block is a full run of contiguous rows (MQA over a dense cache, [kv_head][slot] or one
+// KV head), the row-table one otherwise (rows of several KV heads interleaved, the last block).
+// Prefetches never change values: both layouts, over several blocks and with slot ranges that
+// end mid-block, must match ref like any other fp16 call.
+TEST(FlashAttn, Fp16PathPrefetchLayouts) {
+  for (bool head_major : {false, true}) {
+    Case c = mqa(1, 203);
+    c.n_head = 32, c.n_kv_head = 2;  // 16 query heads per KV head: the fp16 path
+    c.head_major = head_major, c.seed = 500 + head_major;
+    check(c);
+    Problem p(c);
+    const std::vector<float> ref = run_full(Isa::ref, p);
+    for (Isa isa : simd_isas()) {
+      std::vector<std::vector<float>> bufs(2, std::vector<float>(flash_attn_partial_floats(p.a)));
+      flash_attn_partial_isa(isa, p.a, 0, 1, 0, c.n_head, 0, 150, bufs[0].data());
+      flash_attn_partial_isa(isa, p.a, 0, 1, 0, c.n_head, 150, c.n_kv, bufs[1].data());
+      const float* ptrs[2] = {bufs[0].data(), bufs[1].data()};
+      std::vector<float> out(p.out_size(), std::nanf(""));
+      p.a.out = out.data();
+      flash_attn_combine(p.a, 0, 1, 0, c.n_head, ptrs, 2);
+      expect_near_all(out, ref, tol_for(isa, false, 1),
+                      std::string(isa_name(isa)) + (head_major ? " head-major" : " slot-major"));
+    }
+  }
+}
+
 // Split-K: partial results over disjoint slot ranges, merged, match one pass. Includes ranges
 // that see no slot at all (m = -inf).
 TEST(FlashAttn, SplitKCombine) {
