@@ -13,6 +13,8 @@
 //              processes distorts much less than wall time.
 //   bw_frac_paired, paired_GB_s (GEMV, R <= 9): GB_s over the read bandwidth of probe reads of
 //              the same size taken after every call, timer paused (bench/paired.h).
+//   peak_frac_paired, paired_GOPS (integer GEMM, R >= 64): GOPS over the int8 peak of one pass
+//              of the peak loop after every call, timer paused.
 // The weights rotate through enough copies to exceed 512 MiB (twice the L3 of this machine) so GEMV
 // reads come from DRAM, as in decoding a 7 GB model.
 #include <benchmark/benchmark.h>
@@ -97,6 +99,10 @@ const WeightSet& cached_weights(TensorType wtype, int64_t N, int64_t K) {
   return c_set;
 }
 
+bool is_float(TensorType t) {
+  return t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16;
+}
+
 void run_matmul(benchmark::State& state, Case c) {
   if (!isa_supported(c.isa)) {
     state.SkipWithError("ISA not supported on this CPU");
@@ -133,7 +139,11 @@ void run_matmul(benchmark::State& state, Case c) {
   std::atomic<int64_t> cpu_ns{0};  // CPU time of all threads inside the kernel
   // GEMV (R <= 9: decoding and verification) is memory-bound: paired with probe reads.
   const bool paired = !c.gemm && c.R <= 9;
+  // GEMM (R = 64, 512; not the float formats, whose peak is not int8) is compute-bound: paired
+  // with passes of the int8 peak loop.
+  const bool paired_peak = c.gemm && c.R >= 64 && !is_float(c.wtype) && c.isa != Isa::ref;
   Paired pair;
+  PairedPeak pair_peak;
   const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
     const MatmulArgs a{
@@ -149,6 +159,8 @@ void run_matmul(benchmark::State& state, Case c) {
     };
     if (paired) {
       pair.run(state, w.bytes_per_copy, call);
+    } else if (paired_peak) {
+      pair_peak.run(state, call);
     } else {
       call();
     }
@@ -158,9 +170,12 @@ void run_matmul(benchmark::State& state, Case c) {
   // Wall time of the calls (all threads work; the library's CPU time is the main thread's only).
   const double secs =
       (paired ? pair.kernel_seconds()
-              : std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()) /
+       : paired_peak
+           ? pair_peak.kernel_seconds()
+           : std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()) /
       static_cast<double>(state.iterations());
   if (paired) pair.set_counters(state, static_cast<double>(w.bytes_per_copy));
+  if (paired_peak) pair_peak.set_counters(state, 2.0 * static_cast<double>(c.R) * c.N * c.K);
   const Ceilings& ceil = ceilings();
   const double gbps = static_cast<double>(w.bytes_per_copy) / secs / 1e9;
   const double gops = 2.0 * static_cast<double>(c.R) * c.N * c.K / secs / 1e9;
@@ -177,10 +192,6 @@ void run_matmul(benchmark::State& state, Case c) {
     if (ceil.read_gbps_cpu > 0) state.counters["bw_frac_cpu"] = gbps_cpu / ceil.read_gbps_cpu;
     if (ceil.int8_gops_cpu > 0) state.counters["peak_frac_cpu"] = gops_cpu / ceil.int8_gops_cpu;
   }
-}
-
-bool is_float(TensorType t) {
-  return t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16;
 }
 
 std::string case_name(const Case& c) {

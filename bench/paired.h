@@ -1,9 +1,11 @@
-// Paired read ceiling for the memory-bound benchmarks (GEMV, attention): after every timed call
-// the benchmark pauses its timer and streams the same number of bytes through a ReadProbe
-// (runtime/ceiling.h) with the same threads, so each repetition's fraction compares the kernel
-// with what the machine read in the same seconds (counter bw_frac_paired). On this shared machine
-// the bandwidth a process gets moves by 15-20% between minutes; bw_frac, against the ceiling
-// measured once at start-up, moves with it.
+// Paired ceilings. Read bandwidth for the memory-bound benchmarks (GEMV, attention): after every
+// timed call the benchmark pauses its timer and streams the same number of bytes through a
+// ReadProbe (runtime/ceiling.h) with the same threads, so each repetition's fraction compares the
+// kernel with what the machine read in the same seconds (counter bw_frac_paired). On this shared
+// machine the bandwidth a process gets moves by 15-20% between minutes; bw_frac, against the
+// ceiling measured once at start-up, moves with it. The int8 peak for the compute-bound GEMMs (Peak
+// below): one ~60 ms pass of the start-up peak loop after every timed call (counter
+// peak_frac_paired), since other tenants take CPU time as well as bandwidth.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -45,6 +47,36 @@ class Paired {
     return p;
   }
   double kernel_s_ = 0;
+};
+
+class PairedPeak {
+ public:
+  template <typename Fn>
+  void run(benchmark::State& state, Fn&& fn) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    kernel_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    state.PauseTiming();
+    const double gops = int8_peak_gops(ThreadPool::global(), 1);
+    if (gops > 0) {
+      inv_sum_ += 1.0 / gops;  // equal work per pass: the mean rate is the harmonic mean
+      ++passes_;
+    }
+    state.ResumeTiming();
+  }
+  double kernel_seconds() const { return kernel_s_; }
+  // Sets peak_frac_paired: ops_per_call per kernel second over the passes' mean int8 rate.
+  void set_counters(benchmark::State& state, double ops_per_call) const {
+    if (kernel_s_ <= 0 || passes_ == 0) return;
+    const double peak = passes_ / inv_sum_;
+    const double gops = ops_per_call * static_cast<double>(state.iterations()) / kernel_s_ / 1e9;
+    state.counters["peak_frac_paired"] = gops / peak;
+    state.counters["paired_GOPS"] = peak;
+  }
+
+ private:
+  double kernel_s_ = 0, inv_sum_ = 0;
+  int passes_ = 0;
 };
 
 }  // namespace qgemma::bench

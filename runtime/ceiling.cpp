@@ -252,6 +252,7 @@ double ReadProbe::read(size_t bytes) {
   const double s = seconds_since(t0);
   at_ += slice * parts;
   bytes_ += static_cast<double>(slice * parts);
+  if (s > 0) best_gbps_ = std::max(best_gbps_, static_cast<double>(slice * parts) / s / 1e9);
   seconds_ += s;
   return s;
 }

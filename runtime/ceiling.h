@@ -48,7 +48,9 @@ class ReadProbe {
   double bytes_read() const { return bytes_; }
   double seconds() const { return seconds_; }
   double gbps() const { return seconds_ > 0 ? bytes_ / seconds_ / 1e9 : 0.0; }
-  void reset() { bytes_ = seconds_ = 0; }
+  // The fastest single read() since construction or reset(), GB/s.
+  double best_gbps() const { return best_gbps_; }
+  void reset() { bytes_ = seconds_ = best_gbps_ = 0; }
   // Resident bytes of the buffer (for peak-RSS accounting).
   size_t size() const { return size_; }
 
@@ -57,7 +59,7 @@ class ReadProbe {
   uint8_t* buf_ = nullptr;
   size_t size_ = 0;
   size_t at_ = 0;  // where the next read starts
-  double bytes_ = 0, seconds_ = 0;
+  double bytes_ = 0, seconds_ = 0, best_gbps_ = 0;
 };
 
 // Peak and current resident set size of this process (VmHWM / VmRSS of /proc/self/status, in

@@ -19,9 +19,11 @@ TEST(ReadProbe, CountsWhatItReadsAndWraps) {
   EXPECT_GT(p.seconds(), 0.0);
   EXPECT_GT(p.gbps(), 0.0);
   EXPECT_DOUBLE_EQ(p.gbps(), p.bytes_read() / p.seconds() / 1e9);
+  EXPECT_GE(p.best_gbps(), p.gbps() * (1 - 1e-12));  // the fastest read beats the mean
   // More than the buffer: capped at the buffer.
   p.reset();
   EXPECT_EQ(p.seconds(), 0.0);
+  EXPECT_EQ(p.best_gbps(), 0.0);
   p.read(size_t{64} << 20);
   EXPECT_EQ(p.bytes_read(), static_cast<double>(size_t{8} << 20));
   // Sizes round up to whole 2 MiB huge pages; tiny reads still read a page per thread.

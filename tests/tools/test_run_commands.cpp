@@ -123,11 +123,19 @@ TEST_F(Commands, BenchPairsEachRepetitionWithItsCeiling) {
     EXPECT_NEAR(tg["paired_fraction_samples"][i].get<double>(), want, 1e-9 + 1e-6 * want);
   }
   EXPECT_GT(tg["bandwidth_fraction_paired"].get<double>(), 0.0);
+  ASSERT_EQ(tg["paired_best_fraction_samples"].size(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    // The fastest probe read is at least the probe's mean rate.
+    EXPECT_GE(tg["paired_best_read_bandwidth_gbps"][i].get<double>(),
+              tg["paired_read_bandwidth_gbps"][i].get<double>() * (1 - 1e-9));
+    EXPECT_GT(tg["paired_best_fraction_samples"][i].get<double>(), 0.0);
+  }
   EXPECT_GT(pp["int8_fraction_paired"].get<double>(), 0.0);
   EXPECT_LT(tg["peak_rss_bytes"].get<double>(), 400.0 * (1 << 20));
   const Output md = sh(kBin + " bench -m " + model_ + " -p 0 -n 3 -r 1");
   ASSERT_EQ(md.status, 0) << md.out;
   EXPECT_NE(md.out.find("tg3, paired: "), std::string::npos) << md.out;
+  EXPECT_NE(md.out.find("tg3, paired best: "), std::string::npos) << md.out;
 }
 
 // llama-bench's -d: the tests run on a cache already holding that many tokens (names
