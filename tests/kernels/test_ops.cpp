@@ -436,6 +436,26 @@ TEST(Quantizers, BitExactWithRef) {
   }
 }
 
+// Q8_0 rows need only whole 32-element blocks: lengths that are not multiples of 256, with
+// large-magnitude, tiny and tied values (every block's maximum lands on a different lane).
+TEST(Quantizers, Q8_0RaggedRowsBitExact) {
+  for (const Variant& v : variants()) {
+    for (int64_t nb : {1, 3, 7, 13}) {
+      const int64_t n = nb * QK8_0;
+      auto x = randn(n, 90 + nb, 1.0f);
+      for (int64_t b = 0; b < nb; ++b) x[b * QK8_0 + (b * 5) % QK8_0] = (b % 2 ? -1 : 1) * 1e4f;
+      if (nb > 2) {
+        for (int j = 0; j < QK8_0; ++j) x[QK8_0 + j] = (j - 16) * 1e-6f;  // subnormal f16 scale
+      }
+      std::vector<block_q8_0> a(nb), b(nb);
+      quantize_row_q8_0_ref(x.data(), a.data(), n);
+      v.k->quantize_q8_0(x.data(), b.data(), n);
+      EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])), 0)
+          << name(v, "quantize_q8_0", n);
+    }
+  }
+}
+
 TEST(Dispatch, PublicEntryPointsFollowActiveIsa) {
   const Isa before = active_isa();
   const auto x = randn(3840, 80), w = randn(3840, 81);
