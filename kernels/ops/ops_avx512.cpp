@@ -36,12 +36,51 @@ void quantize_q8_0_avx512(const float* x, block_q8_0* y, int64_t n) {
   }
 }
 
+// Q8_K activations (K-quant weights), the bytes of quantize_row_q8_K_ref: 16 floats per vector
+// are exactly one 16-element group of the block, so each group's bsum is one in-register sum;
+// the element of largest magnitude (the first one, as the reference picks it) is found by a
+// compare mask per vector instead of a scalar scan.
+void quantize_q8_K_avx512(const float* x, block_q8_K* y, int64_t n) {
+  constexpr int kVecs = QK_K / 16;
+  for (int64_t b = 0; b < n / QK_K; ++b, x += QK_K) {
+    __m512 m = _mm512_setzero_ps();
+    for (int i = 0; i < kVecs; ++i)
+      m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + 16 * i)));
+    const float amax = _mm512_reduce_max_ps(m);
+    if (amax == 0) {
+      y[b] = block_q8_K{};
+      continue;
+    }
+    float vmax = 0;
+    const __m512 va = _mm512_set1_ps(amax);
+    for (int i = 0; i < kVecs; ++i) {
+      const __mmask16 hit =
+          _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + 16 * i)), va, _CMP_EQ_OQ);
+      if (hit) {
+        vmax = x[16 * i + __builtin_ctz(hit)];
+        break;
+      }
+    }
+    const float iscale = -127.0f / vmax;
+    const __m512 vs = _mm512_set1_ps(iscale), cap = _mm512_set1_ps(127.0f);
+    for (int i = 0; i < kVecs; ++i) {
+      const __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * i), vs),
+                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      const __m512i q = _mm512_cvttps_epi32(_mm512_min_ps(r, cap));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(y[b].qs + 16 * i), _mm512_cvtepi32_epi8(q));
+      y[b].bsums[i] = static_cast<int16_t>(_mm512_reduce_add_epi32(q));
+    }
+    y[b].d = 1 / iscale;
+  }
+}
+
 }  // namespace
 
 const OpsKernels* ops_kernels_avx512() {
   static const OpsKernels k = [] {
     OpsKernels t = make_ops_kernels<xsimd::avx512bw>();
     t.quantize_q8_0 = quantize_q8_0_avx512;
+    t.quantize_q8_K = quantize_q8_K_avx512;
     return t;
   }();
   return &k;

@@ -456,6 +456,26 @@ TEST(Quantizers, Q8_0RaggedRowsBitExact) {
   }
 }
 
+// Q8_K maps the first element of largest magnitude to -127: equal magnitudes of opposite signs
+// in the same vector and in different vectors, first at either sign, all give the reference's
+// bytes (the sign of d depends on the pick).
+TEST(Quantizers, Q8_KPicksTheFirstLargestMagnitude) {
+  const int pairs[][2] = {{7, 40}, {40, 7}, {3, 9}, {9, 3}, {0, 255}, {255, 0}};
+  for (const Variant& v : variants()) {
+    for (const auto& pr : pairs) {
+      auto x = randn(QK_K, 95, 1.0f);
+      x[pr[0]] = -50.0f;
+      x[pr[1]] = 50.0f;
+      block_q8_K a, b;
+      quantize_row_q8_K_ref(x.data(), &a, QK_K);
+      v.k->quantize_q8_K(x.data(), &b, QK_K);
+      EXPECT_EQ(std::memcmp(&a, &b, sizeof(a)), 0)
+          << name(v, "quantize_q8_K", QK_K) << " first " << pr[0];
+      EXPECT_EQ(a.d > 0, pr[0] < pr[1]);  // the earlier -50 is the pick: d = -50 / -127 > 0
+    }
+  }
+}
+
 TEST(Dispatch, PublicEntryPointsFollowActiveIsa) {
   const Isa before = active_isa();
   const auto x = randn(3840, 80), w = randn(3840, 81);
