@@ -3,13 +3,52 @@
 #error "ops_neon.cpp must be compiled for armv8.2-a+dotprod"
 #endif
 
+#include <arm_neon.h>
+
 #include "kernels/ops/ops_internal.h"
 #include "kernels/ops/ops_simd.h"
+#include "kernels/quant/quant.h"
 
 namespace qgemma {
+namespace {
+
+using Arch = xsimd::neon64;
+
+// Q8_0 activations, the bytes of quantize_row_q8_0_ref: the block's |x| maximum by vmaxvq and the
+// int32 -> int8 narrowing by saturating narrows (which never saturate: |round(x / d)| <= 127),
+// instead of the portable template's stack spills.
+void quantize_q8_0_neon(const float* x, block_q8_0* y, int64_t n) {
+  using V = xsimd::batch<float, Arch>;
+  for (int64_t b = 0; b < n / QK8_0; ++b, x += QK8_0) {
+    float32x4_t v[8];
+    for (int i = 0; i < 8; ++i) v[i] = vld1q_f32(x + 4 * i);
+    float32x4_t m = vabsq_f32(v[0]);
+    for (int i = 1; i < 8; ++i) m = vmaxq_f32(m, vabsq_f32(v[i]));
+    const float amax = vmaxvq_f32(m);
+    const float d = amax / 127;
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    y[b].d = f32_to_f16(d);
+    const float32x4_t vid = vdupq_n_f32(id);
+    int16x4_t h[8];
+    for (int i = 0; i < 8; ++i) {
+      const float32x4_t r = round_half_away<Arch>(V(vmulq_f32(v[i], vid)));
+      h[i] = vqmovn_s32(vcvtq_s32_f32(r));  // r is integral: the conversion is exact
+    }
+    vst1q_s8(y[b].qs, vcombine_s8(vqmovn_s16(vcombine_s16(h[0], h[1])),
+                                  vqmovn_s16(vcombine_s16(h[2], h[3]))));
+    vst1q_s8(y[b].qs + 16, vcombine_s8(vqmovn_s16(vcombine_s16(h[4], h[5])),
+                                       vqmovn_s16(vcombine_s16(h[6], h[7]))));
+  }
+}
+
+}  // namespace
 
 const OpsKernels* ops_kernels_neon() {
-  static const OpsKernels k = make_ops_kernels<xsimd::neon64>();
+  static const OpsKernels k = [] {
+    OpsKernels t = make_ops_kernels<Arch>();
+    t.quantize_q8_0 = quantize_q8_0_neon;
+    return t;
+  }();
   return &k;
 }
 
