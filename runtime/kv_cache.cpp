@@ -26,28 +26,6 @@ int64_t capacity_of(const ModelConfig& c, const LayerConfig& l, int64_t n_ctx, i
   return *ring ? ring_cap : n_ctx;
 }
 
-// f32 -> f16 of a row, bit for bit what f32_to_f16 gives (round to nearest even): a branch-free
-// pass for values in the normal f16 range, which the compiler vectorizes, then f32_to_f16 for
-// the rare others (zeros, subnormals, overflow, inf, NaN).
-void f32_to_f16_row(const float* x, f16_bits* y, int64_t n) {
-  uint32_t special = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t b;
-    std::memcpy(&b, x + i, 4);
-    const uint32_t a = b & 0x7FFFFFFFu;
-    const uint32_t r = a - 0x38000000u;  // rebias the exponent (127 - 15) << 23
-    y[i] = static_cast<f16_bits>(((b >> 16) & 0x8000u) | ((r + 0xFFFu + ((r >> 13) & 1u)) >> 13));
-    special |= static_cast<uint32_t>(a - 0x38800000u >= 0x477FF000u - 0x38800000u);
-  }
-  if (!special) return;
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t b;
-    std::memcpy(&b, x + i, 4);
-    const uint32_t a = b & 0x7FFFFFFFu;
-    if (a - 0x38800000u >= 0x477FF000u - 0x38800000u) y[i] = f32_to_f16(x[i]);
-  }
-}
-
 }  // namespace
 
 KvCache::KvCache(const ModelConfig& c, int64_t n_ctx, int64_t n_batch, TensorType type)

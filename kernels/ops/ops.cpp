@@ -77,6 +77,7 @@ void quantize_row_q8_0(const float* x, block_q8_0* y, int64_t n) {
 void quantize_row_q8_K(const float* x, block_q8_K* y, int64_t n) {
   active().quantize_q8_K(x, y, n);
 }
+void f32_to_f16_row(const float* x, f16_bits* y, int64_t n) { active().to_f16(x, y, n); }
 
 void rope_inv_freq(float* inv_freq, int64_t n_pairs, float theta, int64_t dim, int64_t n_rot,
                    const float* freq_divisors) {

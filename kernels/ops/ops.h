@@ -97,6 +97,10 @@ int64_t argmax_f32(const float* x, int64_t n);
 void quantize_row_q8_0(const float* x, block_q8_0* y, int64_t n);
 void quantize_row_q8_K(const float* x, block_q8_K* y, int64_t n);
 
+// f32 -> f16 (IEEE round to nearest even, bit for bit f32_to_f16 of kernels/quant: subnormals,
+// overflow to inf, NaN kept quiet with its top payload bits); x, y: [n]. The KV cache's stores.
+void f32_to_f16_row(const float* x, f16_bits* y, int64_t n);
+
 // --------------------------------------------------------------------- scalar references --
 
 void rmsnorm_f32_ref(const float* x, const float* w, float* y, int64_t n, float eps);
@@ -119,6 +123,7 @@ void mul_f32_ref(const float* a, const float* b, float* y, int64_t n);
 void scale_f32_ref(const float* x, float s, float* y, int64_t n);
 void add_scaled_f32_ref(const float* x, float s, float* y, int64_t n);
 int64_t argmax_f32_ref(const float* x, int64_t n);
+void f32_to_f16_row_ref(const float* x, f16_bits* y, int64_t n);
 // (The quantizers' references are quantize_row_q8_0_ref / quantize_row_q8_K_ref in quant.h.)
 
 // -------------------------------------------------------------------- per-ISA variants --
@@ -147,6 +152,7 @@ struct OpsKernels {
   int64_t (*argmax)(const float* x, int64_t n);
   void (*quantize_q8_0)(const float* x, block_q8_0* y, int64_t n);
   void (*quantize_q8_K)(const float* x, block_q8_K* y, int64_t n);
+  void (*to_f16)(const float* x, f16_bits* y, int64_t n);
 };
 
 // The variants of `isa`, or nullptr when this build has none for it (e.g. neon on x86).

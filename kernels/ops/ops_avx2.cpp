@@ -1,6 +1,6 @@
 // AVX2 + FMA instantiation of the float ops (kernels/ops/ops_simd.h).
-#if !defined(__AVX2__) || !defined(__FMA__)
-#error "ops_avx2.cpp must be compiled with -mavx2 -mfma"
+#if !defined(__AVX2__) || !defined(__FMA__) || !defined(__F16C__)
+#error "ops_avx2.cpp must be compiled with -mavx2 -mfma -mf16c"
 #endif
 
 #include <immintrin.h>
@@ -48,12 +48,24 @@ void quantize_q8_0_avx2(const float* x, block_q8_0* y, int64_t n) {
   }
 }
 
+// F16C: vcvtps2ph rounds to nearest even and handles subnormals, overflow and NaN as the
+// reference does.
+void to_f16_f16c(const float* x, f16_bits* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+  if (i < n) f32_to_f16_row_ref(x + i, y + i, n - i);
+}
+
 }  // namespace
 
 const OpsKernels* ops_kernels_avx2() {
   static const OpsKernels k = [] {
     OpsKernels t = make_ops_kernels<Arch>();
     t.quantize_q8_0 = quantize_q8_0_avx2;
+    t.to_f16 = to_f16_f16c;
     return t;
   }();
   return &k;

@@ -74,6 +74,16 @@ void quantize_q8_K_avx512(const float* x, block_q8_K* y, int64_t n) {
   }
 }
 
+// vcvtps2ph, 16 floats at a time (rounding and special values as the reference).
+void to_f16_avx512(const float* x, f16_bits* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i),
+                        _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+  if (i < n) f32_to_f16_row_ref(x + i, y + i, n - i);
+}
+
 }  // namespace
 
 const OpsKernels* ops_kernels_avx512() {
@@ -81,6 +91,7 @@ const OpsKernels* ops_kernels_avx512() {
     OpsKernels t = make_ops_kernels<xsimd::avx512bw>();
     t.quantize_q8_0 = quantize_q8_0_avx512;
     t.quantize_q8_K = quantize_q8_K_avx512;
+    t.to_f16 = to_f16_avx512;
     return t;
   }();
   return &k;

@@ -41,12 +41,23 @@ void quantize_q8_0_neon(const float* x, block_q8_0* y, int64_t n) {
   }
 }
 
+// fcvtn (FPCR default: round to nearest even, no flush to zero, NaN quieted with its top payload
+// bits), as the reference.
+void to_f16_neon(const float* x, f16_bits* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    vst1_u16(y + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(x + i))));
+  }
+  if (i < n) f32_to_f16_row_ref(x + i, y + i, n - i);
+}
+
 }  // namespace
 
 const OpsKernels* ops_kernels_neon() {
   static const OpsKernels k = [] {
     OpsKernels t = make_ops_kernels<Arch>();
     t.quantize_q8_0 = quantize_q8_0_neon;
+    t.to_f16 = to_f16_neon;
     return t;
   }();
   return &k;

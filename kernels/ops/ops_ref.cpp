@@ -137,13 +137,35 @@ int64_t argmax_f32_ref(const float* x, int64_t n) {
   return best;
 }
 
+// f32 -> f16 of a row, bit for bit what f32_to_f16 gives (round to nearest even): a branch-free
+// pass for values in the normal f16 range, which the compiler vectorizes, then f32_to_f16 for
+// the rare others (zeros, subnormals, overflow, inf, NaN).
+void f32_to_f16_row_ref(const float* x, f16_bits* y, int64_t n) {
+  uint32_t special = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, x + i, 4);
+    const uint32_t a = b & 0x7FFFFFFFu;
+    const uint32_t r = a - 0x38000000u;  // rebias the exponent (127 - 15) << 23
+    y[i] = static_cast<f16_bits>(((b >> 16) & 0x8000u) | ((r + 0xFFFu + ((r >> 13) & 1u)) >> 13));
+    special |= static_cast<uint32_t>(a - 0x38800000u >= 0x477FF000u - 0x38800000u);
+  }
+  if (!special) return;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, x + i, 4);
+    const uint32_t a = b & 0x7FFFFFFFu;
+    if (a - 0x38800000u >= 0x477FF000u - 0x38800000u) y[i] = f32_to_f16(x[i]);
+  }
+}
+
 const OpsKernels* ops_kernels_ref() {
   static const OpsKernels k = {
       rmsnorm_f32_ref,       rmsnorm_heads_f32_ref,    layernorm_f32_ref, rope_angles_f32_ref,
       rope_neox_f32_ref,     rope_interleaved_f32_ref, gelu_tanh_f32_ref, geglu_tanh_f32_ref,
       softcap_f32_ref,       softmax_f32_ref,          add_f32_ref,       mul_f32_ref,
       scale_f32_ref,         add_scaled_f32_ref,       argmax_f32_ref,    quantize_row_q8_0_ref,
-      quantize_row_q8_K_ref,
+      quantize_row_q8_K_ref, f32_to_f16_row_ref,
   };
   return &k;
 }

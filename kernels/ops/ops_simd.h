@@ -361,7 +361,7 @@ OpsKernels make_ops_kernels() {
       rope_neox_simd<A>,     rope_interleaved_f32_ref, gelu_tanh_simd<A>, geglu_tanh_simd<A>,
       softcap_simd<A>,       softmax_simd<A>,          add_simd<A>,       mul_simd<A>,
       scale_simd<A>,         add_scaled_simd<A>,       argmax_simd<A>,    quantize_q8_0_simd<A>,
-      quantize_q8_K_simd<A>,
+      quantize_q8_K_simd<A>, f32_to_f16_row_ref,  // the ISA files set F16C / NEON versions
   };
 }
 

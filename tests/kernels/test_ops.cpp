@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -472,6 +473,38 @@ TEST(Quantizers, Q8_KPicksTheFirstLargestMagnitude) {
       EXPECT_EQ(std::memcmp(&a, &b, sizeof(a)), 0)
           << name(v, "quantize_q8_K", QK_K) << " first " << pr[0];
       EXPECT_EQ(a.d > 0, pr[0] < pr[1]);  // the earlier -50 is the pick: d = -50 / -127 > 0
+    }
+  }
+}
+
+// f32 -> f16 rows (the KV cache's stores): every variant gives f32_to_f16's bits, on random
+// values of every magnitude and on the special ones: zeros, f16 subnormals and their rounding
+// edges, ties, the overflow boundary (65504 / 65519.99 / 65520), infinities and NaNs; lengths
+// that leave tails for every vector width.
+TEST(ToF16, EveryVariantGivesTheReferenceBits) {
+  std::vector<float> special = {0.0f,       -0.0f,       1.0f,        -2.5f,   65504.0f,
+                                65519.99f,  65520.0f,    -65520.0f,   1e10f,   6e-8f,
+                                3e-8f,      2.98e-8f,    -5.96e-8f,   6.1e-5f, 6.097e-5f,
+                                1.0009766f, 1.00048828f, 1.00146484f, 1e-45f,  -1e-30f};
+  special.push_back(std::numeric_limits<float>::infinity());
+  special.push_back(-std::numeric_limits<float>::infinity());
+  special.push_back(std::numeric_limits<float>::quiet_NaN());
+  special.push_back(-std::numeric_limits<float>::quiet_NaN());
+  for (const Variant& v : variants()) {
+    for (int64_t n : {1, 3, 7, 8, 15, 16, 17, 31, 100, 1000}) {
+      std::mt19937 rng(static_cast<unsigned>(n));
+      std::uniform_real_distribution<float> ex(-30.0f, 18.0f);
+      std::vector<float> x(n);
+      for (int64_t i = 0; i < n; ++i) {
+        x[i] = (rng() % 2 ? -1.0f : 1.0f) * std::exp2(ex(rng));
+        if (i % 5 == 0) x[i] = special[(i / 5 + n) % special.size()];
+      }
+      std::vector<f16_bits> want(n), got(n);
+      for (int64_t i = 0; i < n; ++i) want[i] = f32_to_f16(x[i]);
+      v.k->to_f16(x.data(), got.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(got[i], want[i]) << name(v, "to_f16", n) << " x[" << i << "] = " << x[i];
+      }
     }
   }
 }
