@@ -38,6 +38,16 @@ double seconds_since(Clock::time_point t0) {
 std::atomic<uint64_t> g_sink{0};
 
 #if defined(__x86_64__)
+// The xor of a zmm's 64-bit lanes (the header's _mm512_reduce_add_* sum in signed scalar
+// arithmetic: wrapped dot-product accumulators overflow there, which UBSan rightly reports).
+__attribute__((target("avx512f"))) uint64_t lanes_xor(__m512i v) {
+  alignas(64) uint64_t l[8];
+  _mm512_store_si512(l, v);
+  uint64_t r = 0;
+  for (uint64_t x : l) r ^= x;
+  return r;
+}
+
 __attribute__((target("avx512f"))) uint64_t read_avx512(const uint8_t* p, size_t n) {
   __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
   for (size_t i = 0; i + 256 <= n; i += 256) {
@@ -47,7 +57,7 @@ __attribute__((target("avx512f"))) uint64_t read_avx512(const uint8_t* p, size_t
     a3 = _mm512_xor_si512(a3, _mm512_load_si512(p + i + 192));
   }
   const __m512i x = _mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3));
-  return static_cast<uint64_t>(_mm512_reduce_add_epi64(x));
+  return lanes_xor(x);
 }
 
 __attribute__((target("avx2"))) uint64_t read_avx2(const uint8_t* p, size_t n) {
@@ -87,7 +97,7 @@ __attribute__((target("avx512f,avx512vnni"))) uint64_t dot_avx512vnni(int64_t it
 #undef QG_STEP
 #undef QG_KEEP
 #undef QG_SUM
-  return static_cast<uint64_t>(_mm512_reduce_add_epi32(s));
+  return lanes_xor(s);
 }
 constexpr int64_t kMacsPerIterVnni = 16 * 64;
 
