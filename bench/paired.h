@@ -17,20 +17,32 @@
 
 namespace qgemma::bench {
 
-class Paired {
+// Wall seconds of the timed calls, summed (the pairing's own work is left out).
+class KernelClock {
+ public:
+  template <typename Fn>
+  void time(Fn&& fn) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    kernel_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  double kernel_seconds() const { return kernel_s_; }
+
+ protected:
+  double kernel_s_ = 0;
+};
+
+class Paired : public KernelClock {
  public:
   Paired() { probe().reset(); }
   // Times one call of `fn` (kernel seconds), then reads `bytes` through the probe untimed.
   template <typename Fn>
   void run(benchmark::State& state, size_t bytes, Fn&& fn) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    kernel_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    time(fn);
     state.PauseTiming();
     probe().read(bytes);
     state.ResumeTiming();
   }
-  double kernel_seconds() const { return kernel_s_; }
   // Sets bw_frac_paired: bytes_per_call per kernel second over the probe's bytes per second.
   void set_counters(benchmark::State& state, double bytes_per_call) const {
     const ReadProbe& p = probe();
@@ -46,16 +58,14 @@ class Paired {
     static ReadProbe p(ThreadPool::global());
     return p;
   }
-  double kernel_s_ = 0;
 };
 
-class PairedPeak {
+class PairedPeak : public KernelClock {
  public:
+  // Times one call of `fn`, then runs one pass of the int8 peak loop untimed.
   template <typename Fn>
   void run(benchmark::State& state, Fn&& fn) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    kernel_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    time(fn);
     state.PauseTiming();
     const double gops = int8_peak_gops(ThreadPool::global(), 1);
     if (gops > 0) {
@@ -64,7 +74,6 @@ class PairedPeak {
     }
     state.ResumeTiming();
   }
-  double kernel_seconds() const { return kernel_s_; }
   // Sets peak_frac_paired: ops_per_call per kernel second over the passes' mean int8 rate.
   void set_counters(benchmark::State& state, double ops_per_call) const {
     if (kernel_s_ <= 0 || passes_ == 0) return;
@@ -75,7 +84,7 @@ class PairedPeak {
   }
 
  private:
-  double kernel_s_ = 0, inv_sum_ = 0;
+  double inv_sum_ = 0;
   int passes_ = 0;
 };
 

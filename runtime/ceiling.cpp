@@ -171,21 +171,32 @@ void best_rates(ThreadPool& pool, int passes, double work, PassFn pass_fn, doubl
   }
 }
 
-void measure_read(ThreadPool& pool, Ceilings* c) {
-  size_t mib = 1024;
-  if (const char* env = std::getenv("QGEMMA_BENCH_READ_MIB")) mib = std::max(64, std::atoi(env));
-  const size_t bytes = mib << 20;
-  // 2 MiB aligned and advised for transparent huge pages, as the runtime's repacked weights are
-  // (Model::repack_matrices): the ceiling is what the best page size reads.
+// `bytes` (a multiple of 2 MiB) 2 MiB aligned and advised for transparent huge pages, as the
+// runtime's repacked weights are (Model::repack_matrices): a ceiling is what the best page size
+// reads. Every thread of the pool touches the part it will read (`parts` equal slices, the last
+// one taking the rest). Freed with std::free.
+uint8_t* alloc_touched(ThreadPool& pool, size_t bytes) {
   auto* buf = static_cast<uint8_t*>(std::aligned_alloc(size_t{2} << 20, bytes));
+  if (!buf) throw std::bad_alloc();
 #if defined(MADV_HUGEPAGE)
   if (!std::getenv("QGEMMA_NO_HUGEPAGES")) madvise(buf, bytes, MADV_HUGEPAGE);
 #endif
   const int64_t parts = pool.size();
+  const size_t slice = bytes / parts;
+  pool.parallel_for(parts, [&](int64_t t, int) {
+    const size_t end = t + 1 == parts ? bytes : (t + 1) * slice;
+    std::memset(buf + t * slice, int(t + 1), end - t * slice);
+  });
+  return buf;
+}
+
+void measure_read(ThreadPool& pool, Ceilings* c) {
+  size_t mib = 1024;
+  if (const char* env = std::getenv("QGEMMA_BENCH_READ_MIB")) mib = std::max(64, std::atoi(env));
+  const size_t bytes = mib << 20;
+  uint8_t* buf = alloc_touched(pool, bytes);
+  const int64_t parts = pool.size();
   const size_t slice = bytes / parts / 4096 * 4096;
-  // Touch every page from the thread that will read it.
-  pool.parallel_for(parts,
-                    [&](int64_t t, int) { std::memset(buf + t * slice, int(t + 1), slice); });
   best_rates(
       pool, 5, static_cast<double>(slice * parts) / 1e9,
       [&](int64_t t) { g_sink += read_slice(buf + t * slice, slice); }, &c->read_gbps,
@@ -236,17 +247,7 @@ double int8_peak_gops(ThreadPool& pool, int passes) {
 ReadProbe::ReadProbe(ThreadPool& pool, size_t bytes) : pool_(pool) {
   constexpr size_t kHuge = size_t{2} << 20;
   size_ = std::max(kHuge, (bytes + kHuge - 1) / kHuge * kHuge);
-  buf_ = static_cast<uint8_t*>(std::aligned_alloc(kHuge, size_));
-  if (!buf_) throw std::bad_alloc();
-#if defined(MADV_HUGEPAGE)
-  if (!std::getenv("QGEMMA_NO_HUGEPAGES")) madvise(buf_, size_, MADV_HUGEPAGE);
-#endif
-  const int64_t parts = pool.size();
-  const size_t slice = size_ / parts;
-  pool.parallel_for(parts, [&](int64_t t, int) {
-    const size_t end = t + 1 == parts ? size_ : (t + 1) * slice;
-    std::memset(buf_ + t * slice, int(t + 1), end - t * slice);
-  });
+  buf_ = alloc_touched(pool, size_);
 }
 
 ReadProbe::~ReadProbe() { std::free(buf_); }
