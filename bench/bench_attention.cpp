@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
@@ -29,6 +30,7 @@
 #include "kernels/cpu.h"
 #include "kernels/quant/quant.h"
 #include "runtime/ceiling.h"
+#include "runtime/huge_pages.h"
 #include "runtime/threadpool.h"
 
 namespace qgemma::bench {
@@ -55,7 +57,7 @@ size_t kv_row_bytes(TensorType t, int head_dim) {
 struct CacheSet {
   size_t bytes_per_copy = 0;
   int copies = 0;
-  std::vector<uint8_t> data;
+  HugeBuffer data;  // as the runtime's KvCache holds it
 };
 
 CacheSet make_cache(const AttnCase& c, uint32_t seed) {
@@ -72,9 +74,11 @@ CacheSet make_cache(const AttnCase& c, uint32_t seed) {
   CacheSet s;
   s.bytes_per_copy = rb * c.n_kv * c.n_kv_head;
   s.copies = (int)std::max<size_t>(1, kColdBytes / 2 / s.bytes_per_copy);
-  s.data.resize(s.bytes_per_copy * s.copies);
-  for (size_t off = 0; off < s.data.size(); off += pattern.size()) {
-    std::memcpy(s.data.data() + off, pattern.data(), std::min(pattern.size(), s.data.size() - off));
+  const size_t total = s.bytes_per_copy * s.copies;
+  s.data = alloc_huge(total);
+  if (!s.data) throw std::bad_alloc();
+  for (size_t off = 0; off < total; off += pattern.size()) {
+    std::memcpy(s.data.get() + off, pattern.data(), std::min(pattern.size(), total - off));
   }
   return s;
 }
@@ -146,8 +150,8 @@ void run_attention(benchmark::State& state, AttnCase c) {
   int copy = 0;
   Paired pair;
   for (auto _ : state) {
-    a.k = k.data.data() + copy * k.bytes_per_copy;
-    a.v = v.data.data() + copy * v.bytes_per_copy;
+    a.k = k.data.get() + copy * k.bytes_per_copy;
+    a.v = v.data.get() + copy * v.bytes_per_copy;
     pair.run(state, 2 * k.bytes_per_copy, call);
     benchmark::DoNotOptimize(out.data());
     copy = (copy + 1) % k.copies;

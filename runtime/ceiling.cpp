@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "kernels/cpu.h"
+#include "runtime/huge_pages.h"
 #include "runtime/threadpool.h"
 
 #if defined(__x86_64__)
@@ -176,11 +177,8 @@ void best_rates(ThreadPool& pool, int passes, double work, PassFn pass_fn, doubl
 // reads. Every thread of the pool touches the part it will read (`parts` equal slices, the last
 // one taking the rest). Freed with std::free.
 uint8_t* alloc_touched(ThreadPool& pool, size_t bytes) {
-  auto* buf = static_cast<uint8_t*>(std::aligned_alloc(size_t{2} << 20, bytes));
+  uint8_t* buf = alloc_huge(bytes).release();
   if (!buf) throw std::bad_alloc();
-#if defined(MADV_HUGEPAGE)
-  if (!std::getenv("QGEMMA_NO_HUGEPAGES")) madvise(buf, bytes, MADV_HUGEPAGE);
-#endif
   const int64_t parts = pool.size();
   const size_t slice = bytes / parts;
   pool.parallel_for(parts, [&](int64_t t, int) {

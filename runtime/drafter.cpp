@@ -11,6 +11,7 @@
 #include "loader/error.h"
 #include "loader/gguf.h"
 #include "runtime/cpu_backend.h"
+#include "runtime/huge_pages.h"
 #include "runtime/kv_cache.h"
 #include "runtime/threadpool.h"
 
@@ -205,7 +206,7 @@ std::unique_ptr<Drafter> Drafter::load(const std::string& path, bool repack,
     for (Matrix* m : todo) {
       if (!should_repack(m->type, m->out, m->in)) continue;
       const size_t n = m->nbytes();
-      auto* dst = static_cast<uint8_t*>(std::aligned_alloc(64, (n + 63) / 64 * 64));
+      uint8_t* dst = alloc_huge(n).release();  // streamed every draft step, as the target's
       if (!dst) throw Error("out of memory repacking '" + m->name + "'");
       d->repacked_.emplace_back(dst, std::free);
       repack_rows(m->type, m->data, dst, m->in, 0, m->out);

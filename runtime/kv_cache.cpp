@@ -40,8 +40,11 @@ KvCache::KvCache(const ModelConfig& c, int64_t n_ctx, int64_t n_batch, TensorTyp
     l.head_dim = c.layers[i].head_dim;
     l.row_bytes = row_size(type, l.head_dim);
     const size_t n = l.row_bytes * l.n_kv_head * static_cast<size_t>(l.capacity);
-    l.k.reset(new uint8_t[n]);  // not value-initialized: pages are committed when written
-    l.v.reset(new uint8_t[n]);
+    // Not initialized (pages are committed when written); huge pages for the large ones (every
+    // decoding step reads the whole visible cache).
+    l.k = alloc_huge(n);
+    l.v = alloc_huge(n);
+    if (!l.k || !l.v) throw Error("KV cache: out of memory for layer " + std::to_string(i));
     l.pos.assign(l.capacity, -1);
   }
 }

@@ -13,6 +13,7 @@
 
 #include "kernels/attention/attention.h"
 #include "kernels/quant/formats.h"
+#include "runtime/huge_pages.h"
 #include "runtime/model_config.h"
 
 namespace qgemma {
@@ -64,10 +65,10 @@ class KvCache {
     int head_dim = 0;
     int64_t capacity = 0;
     size_t row_bytes = 0;
-    std::unique_ptr<uint8_t[]> k, v;  // [n_kv_head][capacity][row_bytes]
-    std::vector<int32_t> pos;         // [capacity]
-    int64_t used = 0;                 // slots [0, used) may be non-empty
-    int32_t newest = -1;              // largest position stored
+    HugeBuffer k, v;           // [n_kv_head][capacity][row_bytes]
+    std::vector<int32_t> pos;  // [capacity]
+    int64_t used = 0;          // slots [0, used) may be non-empty
+    int32_t newest = -1;       // largest position stored
   };
   int64_t slot_of(const Layer& l, int32_t p) const { return l.ring ? p % l.capacity : p; }
 

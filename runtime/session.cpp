@@ -12,6 +12,7 @@
 #include "loader/error.h"
 #include "loader/gguf.h"
 #include "runtime/gemma4.h"
+#include "runtime/huge_pages.h"
 #include "runtime/threadpool.h"
 
 namespace qgemma {
@@ -93,18 +94,13 @@ void Model::repack_matrices(const std::function<void(uint64_t, uint64_t)>& progr
   // each 4 KiB of weights costs a TLB miss (a two-level page walk in a virtual machine) and
   // stops the hardware prefetcher at the page boundary. Pages are committed as they are
   // written, so resident memory still grows one matrix at a time.
-  constexpr size_t kHuge = size_t{2} << 20;
   size_t arena = 0;
   for (const Matrix* mt : todo) arena += (mt->nbytes() + 63) / 64 * 64;
-  arena = (arena + kHuge - 1) / kHuge * kHuge;
-  uint8_t* base = static_cast<uint8_t*>(std::aligned_alloc(kHuge, arena));
+  uint8_t* base = alloc_huge(arena).release();
   if (!base) {
     throw Error("out of memory repacking the weights (" + format_bytes(arena) + ")");
   }
   repacked_.emplace_back(base, std::free);
-#if defined(MADV_HUGEPAGE)
-  if (!std::getenv("QGEMMA_NO_HUGEPAGES")) madvise(base, arena, MADV_HUGEPAGE);  // a hint only
-#endif
   ThreadPool& pool = ThreadPool::global();
   const long page = sysconf(_SC_PAGESIZE);
   size_t at = 0;
