@@ -93,11 +93,16 @@ void gemv_q4_0_q8_0_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemv_q8_0_q8_0_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q4_0x8_q8_0_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q8_0x8_q8_0_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
-// Float weights x F32 activations (matmul_float_neon.cpp): any R (<= 8 rows share one weight
-// tile), registered as the neon gemv; the dispatcher also uses them for prefill.
+// Float weights x F32 activations (matmul_float_neon.cpp): GEMV (any R; <= 8 rows share one
+// weight tile) and GEMM for prefill (any R; registered for R > 8): cache-blocked, weights
+// converted to F32 once per block of activation rows; each row's result equals the gemv's bit
+// for bit.
 void gemv_f32_f32_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemv_f16_f32_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemv_bf16_f32_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemm_f32_f32_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemm_f16_f32_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
+void gemm_bf16_f32_neon(const MatmulArgs& a, int64_t n0, int64_t n1);
 // ---- NEON + I8MM (SMMLA), matmul_x8_i8mm.cpp: GEMM (prefill) for the repacked layouts; any R
 // works. matmul.cpp puts them in the neon entry's gemm slot when cpu_features().i8mm is set and
 // QGEMMA_NO_I8MM is not (see i8mm_enabled()).

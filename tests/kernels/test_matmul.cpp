@@ -252,16 +252,19 @@ TEST(MatmulX8, EveryRowCountAndTilePath) {
   }
 }
 
-// Float weights (F32, F16, BF16), every variant (AVX2/AVX-512 GEMV and GEMM, the NEON GEMV): the
-// GEMMs' blocking (AVX-512: 6-row activation tiles, groups of 8 weight rows in 4-row micro tiles,
+// Float weights (F32, F16, BF16), every variant (AVX2/AVX-512/NEON GEMV and GEMM): the GEMMs'
+// blocking (AVX-512: 6-row activation tiles, groups of 8 weight rows in 4-row micro tiles,
 // 512-element K chunks, a masked K tail; AVX2: 4-row activation tiles, groups of 12 weight rows
-// in 3-row micro tiles, 256-element K chunks, a scalar K tail; both: blocks of 12..72 activation
-// rows by K) and the NEON kernel's 8-row groups and 512-element K chunks with a zero-padded tail:
-// R across tile and block edges, N and sub-ranges not multiples of 3, 4 or 8, K across chunk edges
-// with a ragged tail, and the 12B prefill shapes (R = 64 and 512) on a slice of the weights. Same
-// tolerance as every float variant ((K/8 + 16) * 2^-24 * M, see the top of this file): the GEMMs
-// do the GEMVs' arithmetic (each lane a sequential sum over K/16 or K/8 products, then a fixed
-// reduction), the NEON kernel's lanes sum K/8 products, then 3 reduction steps.
+// in 3-row micro tiles, 256-element K chunks, a scalar K tail; NEON: 3-row activation tiles,
+// groups of 8 weight rows in 4-row micro tiles, 512-element K chunks, a zero-padded 8-lane K tail;
+// all: blocks of 12..72 activation rows by K) and the NEON GEMV's 8-row groups and 512-element K
+// chunks with a zero-padded tail: R across tile and block edges (also the smaller blocks of large
+// K: K = 8201 gives 30-row AVX and 15-row NEON blocks, K = 12289 12-row blocks), N and sub-ranges
+// not multiples of 3, 4 or 8, K across chunk edges with a ragged tail, K < 8, and the 12B prefill
+// shapes (R = 64 and 512) on a slice of the weights. Same tolerance as every float variant
+// ((K/8 + 16) * 2^-24 * M, see the top of this file): the GEMMs do the GEMVs' arithmetic (each
+// lane a sequential sum over K/16 or K/8 products, then a fixed reduction), the NEON kernels'
+// lanes sum K/8 products, then 3 reduction steps.
 TEST(MatmulFloat, BlockingEdgesAllVariants) {
   std::mt19937 rng(8642);
   for (TensorType wtype : {TensorType::F32, TensorType::F16, TensorType::BF16}) {
@@ -269,7 +272,10 @@ TEST(MatmulFloat, BlockingEdgesAllVariants) {
       for (int64_t R = 1; R <= 14; ++R) check(wtype, v.fn, v.name, 13, 1031, R, 0, 13, rng);
       check(wtype, v.fn, v.name, 21, 531, 9, 3, 19, rng);  // sub-range, one chunk + 19
       for (int64_t R : {71, 72, 73, 150}) check(wtype, v.fn, v.name, 11, 100, R, 0, 11, rng);
-      check(wtype, v.fn, v.name, 6, 15, 80, 1, 6, rng);  // K below one 16-lane step
+      check(wtype, v.fn, v.name, 6, 15, 80, 1, 6, rng);        // K below one 16-lane step
+      check(wtype, v.fn, v.name, 9, 5, 20, 2, 9, rng);         // K below one 8-lane step
+      check(wtype, v.fn, v.name, 5, 8192 + 9, 31, 0, 5, rng);  // 16 chunks + tail, small blocks
+      check(wtype, v.fn, v.name, 3, 12289, 25, 1, 3, rng);     // minimum blocks (12 rows)
       if (!under_qemu()) {
         check(wtype, v.fn, v.name, 10, 2048 + 512 + 9, 20, 1, 10, rng);  // chunks + tail
         check(wtype, v.fn, v.name, 9, 4096, 13, 0, 9, rng);
@@ -284,33 +290,50 @@ TEST(MatmulFloat, BlockingEdgesAllVariants) {
 
 // Batch invariance of float weights (the runtime's exact speculative verification compares a
 // multi-token eval with single-token steps bit for bit): at every ISA, each row of the kernel the
-// dispatcher picks for R rows equals the R = 1 kernel's result for that row alone, bit for bit,
-// for R = 9 (the 8-draft verification batch) and prefill sizes across the GEMMs' blocks, K with
-// and without a tail, K < 8, and the 12B shapes.
+// dispatcher picks for R rows, and of the ISA's GEMM called directly for any R (also R <= 8),
+// equals the R = 1 kernel's result for that row alone, bit for bit, for R = 9 (the 8-draft
+// verification batch) and prefill sizes across the GEMMs' tiles and blocks (also the smaller
+// blocks of large K), K with and without a tail, K < 8, sub-ranges [n0, N) that split the GEMMs'
+// weight-row groups differently from the GEMV's tiles, and the 12B shapes.
 TEST(MatmulFloat, EveryRowEqualsTheSingleRowResultBitForBit) {
   std::mt19937 rng(1357);
   struct Shape {
-    int64_t N, K, R;
+    int64_t N, K, R, n0;
   };
-  std::vector<Shape> shapes = {{13, 1031, 9}, {13, 1031, 80}, {11, 7, 9}, {7, 3840, 9}};
-  if (!under_qemu()) shapes.push_back({6, 15360, 30});
+  std::vector<Shape> shapes = {{13, 1031, 9, 0}, {13, 1031, 80, 0}, {11, 7, 9, 0},
+                               {7, 3840, 9, 0},  {13, 1031, 4, 0},  {6, 5, 2, 0},
+                               {19, 531, 14, 3}, {5, 8201, 31, 0},  {3, 12289, 25, 1}};
+  if (!under_qemu()) shapes.push_back({6, 15360, 30, 0});
   for (TensorType wtype : {TensorType::F32, TensorType::F16, TensorType::BF16}) {
     for (Isa isa : {Isa::avx2, Isa::avx512, Isa::neon}) {
       if (!isa_supported(isa)) continue;
       for (const Shape& sh : shapes) {
-        SCOPED_TRACE(std::string(isa_name(isa)) + " " + std::string(type_traits(wtype).name) +
-                     " N=" + std::to_string(sh.N) + " K=" + std::to_string(sh.K) +
-                     " R=" + std::to_string(sh.R));
         const Weights w = make_weights(wtype, sh.N, sh.K, rng);
         const Acts x = make_acts(wtype, sh.R, sh.K, rng);
-        std::vector<float> y(sh.R * sh.N), y1(sh.N);
-        MatmulArgs args{w.data.data(), x.data.data(), x.ldx, y.data(), sh.N, sh.K, sh.R};
-        matmul_pick(wtype, sh.R, isa)(args, 0, sh.N);
+        // The single-row results of every row (columns [0, N)).
+        std::vector<float> y1(sh.R * sh.N);
         for (int64_t r = 0; r < sh.R; ++r) {
-          MatmulArgs one{w.data.data(), x.data.data() + r * x.ldx, x.ldx, y1.data(), sh.N, sh.K, 1};
+          MatmulArgs one{
+              w.data.data(), x.data.data() + r * x.ldx, x.ldx, y1.data() + r * sh.N, sh.N, sh.K, 1};
           matmul_pick(wtype, 1, isa)(one, 0, sh.N);
-          ASSERT_EQ(0, std::memcmp(y1.data(), y.data() + r * sh.N, sh.N * sizeof(float)))
-              << "row " << r;
+        }
+        std::vector<std::pair<std::string, MatmulFn>> fns = {
+            {"picked", matmul_pick(wtype, sh.R, isa)}};
+        const MatmulKernels k = matmul_kernels(wtype, isa);
+        if (k.gemm != nullptr) fns.push_back({"gemm", k.gemm});
+        for (const auto& [name, fn] : fns) {
+          SCOPED_TRACE(std::string(isa_name(isa)) + " " + name + " " +
+                       std::string(type_traits(wtype).name) + " N=" + std::to_string(sh.N) +
+                       " K=" + std::to_string(sh.K) + " R=" + std::to_string(sh.R) +
+                       " n0=" + std::to_string(sh.n0));
+          std::vector<float> y(sh.R * sh.N, -12345.0f);
+          MatmulArgs args{w.data.data(), x.data.data(), x.ldx, y.data(), sh.N, sh.K, sh.R};
+          fn(args, sh.n0, sh.N);
+          for (int64_t r = 0; r < sh.R; ++r) {
+            ASSERT_EQ(0, std::memcmp(y1.data() + r * sh.N + sh.n0, y.data() + r * sh.N + sh.n0,
+                                     (sh.N - sh.n0) * sizeof(float)))
+                << "row " << r;
+          }
         }
       }
     }
