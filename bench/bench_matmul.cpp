@@ -225,7 +225,8 @@ int register_all() {
   const TensorType types[] = {TensorType::Q4_0,   TensorType::Q8_0,   TensorType::Q4_0x8,
                               TensorType::Q8_0x8, TensorType::F16,    TensorType::BF16,
                               TensorType::F32,    TensorType::Q4_K,   TensorType::Q6_K,
-                              TensorType::Q4_Kx8, TensorType::Q6_Kx8, TensorType::Q5_K};
+                              TensorType::Q4_Kx8, TensorType::Q6_Kx8, TensorType::Q5_K,
+                              TensorType::Q5_Kx8};
   const Isa isas[] = {Isa::ref, Isa::avx2, Isa::avx512, Isa::neon};
   // (K, N): Q, K/V, gate/up, down, O, lm head.
   const std::pair<int64_t, int64_t> gemv_shapes[] = {{3840, 4096},  {3840, 2048}, {3840, 15360},

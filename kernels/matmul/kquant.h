@@ -15,11 +15,12 @@
 // rows in register tiles (4 rows avx2/neon, 8 rows avx512); with R <= 8 that is one pass over
 // the weights, for prefill each panel is reused from cache by every activation tile.
 //
-// Repacked Q4_Kx8 / Q6_Kx8 (8 rows interleaved per 256-block column, layouts in matmul.h; made
-// by repack_rows at load time where the CPU (AVX2 or AVX-512) has their kernels): the pack/unpack
-// of one block column is below (q4_kx8_pack/unpack, q6_kx8_pack/unpack, used by repack.cpp and by
-// the _ref variants matmul_q4_kx8_q8_k_ref / matmul_q6_kx8_q8_k_ref); the AVX-512 and AVX2 kernels
-// are in matmul_kquant_avx512.cpp and matmul_kx8_avx2.cpp.
+// Repacked Q4_Kx8 / Q5_Kx8 / Q6_Kx8 (8 rows interleaved per 256-block column, layouts in
+// matmul.h; made by repack_rows at load time where the CPU has their kernels, see
+// should_repack): the pack/unpack of one block column is below (q4_kx8_pack/unpack,
+// q5_kx8_pack/unpack, q6_kx8_pack/unpack, used by repack.cpp and by the _ref variants
+// matmul_q{4,5,6}_kx8_q8_k_ref); the AVX-512 kernels are in matmul_kquant_avx512.cpp, the AVX2
+// ones (Q4_Kx8 / Q6_Kx8 only) in matmul_kx8_avx2.cpp.
 #pragma once
 
 #include <cstdint>
@@ -63,10 +64,12 @@ static inline void q4_k_pack_scales(const uint8_t* sc, const uint8_t* mn, uint8_
 }
 
 // Block b of 8 Q4_K rows (rows[j] = row j's block b) -> one block_q4_Kx8 (layout: matmul.h).
-static inline void q4_kx8_pack(const block_q4_K* const* rows, block_q4_Kx8* out) {
+// Templated so Q5_K -> Q5_Kx8 shares it (same d, dmin, scales, mins and qs).
+template <typename B, typename X>
+static inline void k4x8_pack(const B* const* rows, X* out) {
   uint8_t mins[64];
   for (int j = 0; j < 8; ++j) {
-    const block_q4_K& in = *rows[j];
+    const B& in = *rows[j];
     out->d[j] = in.d;
     out->dmin[j] = in.dmin;
     uint64_t sc, mn;
@@ -83,8 +86,9 @@ static inline void q4_kx8_pack(const block_q4_K* const* rows, block_q4_Kx8* out)
   }
 }
 
-// Row j's block back from a block_q4_Kx8.
-static inline void q4_kx8_unpack(const block_q4_Kx8& in, int j, block_q4_K* out) {
+// Row j's block back from a block_q4_Kx8 (or the Q4_K part of a block_q5_Kx8).
+template <typename X, typename B>
+static inline void k4x8_unpack(const X& in, int j, B* out) {
   out->d = in.d[j];
   out->dmin = in.dmin[j];
   uint8_t sc[8], mn[8];
@@ -96,6 +100,37 @@ static inline void q4_kx8_unpack(const block_q4_Kx8& in, int j, block_q4_K* out)
   }
   q4_k_pack_scales(sc, mn, out->scales);
   for (int i = 0; i < QK_K / 2; ++i) out->qs[i] = in.qs[x8_qs_offset(j, i)];
+}
+
+static inline void q4_kx8_pack(const block_q4_K* const* rows, block_q4_Kx8* out) {
+  k4x8_pack(rows, out);
+}
+static inline void q4_kx8_unpack(const block_q4_Kx8& in, int j, block_q4_K* out) {
+  k4x8_unpack(in, j, out);
+}
+
+// Q5_K -> Q5_Kx8: the Q4_K part as above, then each row's fifth bits (bit 2c + h of qh[l] for
+// element 64 c + 32 h + l) to their bit q5_kx8_qh_bit(j, e) of the masks.
+static inline void q5_kx8_pack(const block_q5_K* const* rows, block_q5_Kx8* out) {
+  k4x8_pack(rows, out);
+  std::memset(out->qh, 0, sizeof(out->qh));
+  for (int j = 0; j < 8; ++j) {
+    for (int e = 0; e < QK_K; ++e) {
+      const int bit = (rows[j]->qh[e % 32] >> (e / 32)) & 1;
+      const int q = q5_kx8_qh_bit(j, e);
+      out->qh[q / 8] |= static_cast<uint8_t>(bit << (q % 8));
+    }
+  }
+}
+
+static inline void q5_kx8_unpack(const block_q5_Kx8& in, int j, block_q5_K* out) {
+  k4x8_unpack(in, j, out);
+  std::memset(out->qh, 0, sizeof(out->qh));
+  for (int e = 0; e < QK_K; ++e) {
+    const int q = q5_kx8_qh_bit(j, e);
+    const int bit = (in.qh[q / 8] >> (q % 8)) & 1;
+    out->qh[e % 32] |= static_cast<uint8_t>(bit << (e / 32));
+  }
 }
 
 // The same for Q6_K (scales, ql and qh move; d too).

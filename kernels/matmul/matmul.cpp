@@ -90,6 +90,10 @@ const std::array kTable = {
             QG_X86(matmul_q6_kx8_q8_k_avx2, matmul_q6_kx8_q8_k_avx2),
             QG_X86(matmul_q6_kx8_q8_k_avx512, matmul_q6_kx8_q8_k_avx512),
             QG_ARM(nullptr, nullptr)},
+  TypeEntry{TensorType::Q5_Kx8, TensorType::Q8_K, matmul_q5_kx8_q8_k_ref,
+            QG_X86(nullptr, nullptr),
+            QG_X86(matmul_q5_kx8_q8_k_avx512, matmul_q5_kx8_q8_k_avx512),
+            QG_ARM(nullptr, nullptr)},
 };
 // clang-format on
 

@@ -3,13 +3,13 @@
 //   Y[r][n] = sum_k W[n][k] * X[r][k]      r in [0, R), n in [n0, n1), k in [0, K)
 //
 // W: N rows of K elements in the weight type `wtype`, ggml layout: row n starts at
-//    w + n * row_size(wtype, K) bytes. Repacked types (Q4_0x8, Q8_0x8, Q4_Kx8, Q6_Kx8) store
-//    groups of 8 rows: group g (rows 8g..8g+7) starts at w + g * row_size(wtype, K) (row_size of
-//    a repacked type is the size of one group of 8 rows); for them N, n0 and n1 must be
-//    multiples of 8.
+//    w + n * row_size(wtype, K) bytes. Repacked types (Q4_0x8, Q8_0x8, Q4_Kx8, Q5_Kx8,
+//    Q6_Kx8) store groups of 8 rows: group g (rows 8g..8g+7) starts at
+//    w + g * row_size(wtype, K) (row_size of a repacked type is the size of one group of 8
+//    rows); for them N, n0 and n1 must be multiples of 8.
 // X: R rows already converted to the activation format vec_dot_type(wtype) (Q8_0 for
-//    Q4_0/Q8_0/Q4_0x8/Q8_0x8, Q8_K for Q4_K/Q6_K (+x8), F32 for F32/F16/BF16); row r starts at
-//    x + r * ldx bytes (ldx >= row_size(vec_dot_type(wtype), K)).
+//    Q4_0/Q8_0/Q4_0x8/Q8_0x8, Q8_K for Q4_K/Q5_K/Q6_K (+x8), F32 for F32/F16/BF16); row r
+//    starts at x + r * ldx bytes (ldx >= row_size(vec_dot_type(wtype), K)).
 // Y: R rows of floats, row r at y + r * ldy; only columns [n0, n1) are written (each output is
 //    assigned, not accumulated). The caller splits [0, N) across threads.
 // K must be a multiple of the weight type's block size (32 for Q4_0/Q8_0, 256 for K-quants,
@@ -49,7 +49,7 @@ using MatmulFn = void (*)(const MatmulArgs& a, int64_t n0, int64_t n1);
 constexpr int64_t kGemvMaxRows = 8;
 
 // The activation format a weight type's dot products consume; TensorType::Q8_0 for
-// Q4_0/Q8_0 (+x8), Q8_K for Q4_K/Q6_K, F32 for F32/F16/BF16. Returns F32 (with
+// Q4_0/Q8_0 (+x8), Q8_K for Q4_K/Q5_K/Q6_K (+x8), F32 for F32/F16/BF16. Returns F32 (with
 // matmul_supported() false) for types without a matmul.
 TensorType vec_dot_type(TensorType wtype);
 bool matmul_supported(TensorType wtype);
@@ -128,16 +128,43 @@ struct block_q6_Kx8 {
 static_assert(sizeof(block_q6_Kx8) == 8 * sizeof(block_q6_K));
 constexpr int q6_kx8_scale_index(int j, int s) { return 16 * (s / 2) + 2 * j + s % 2; }
 
+// Q5_Kx8: block b of 8 Q5_K rows (1408 bytes). d, dmin, scales, mins and qs exactly as Q4_Kx8
+// (qs holds the low 4 bits of every code). The fifth bits are stored as 32 masks of 64 bits, two
+// per 64-byte qs vector, so the AVX-512 kernel loads each with one kmovq and merges it with one
+// masked vpaddb: for qs vector v (qs[64 v .. 64 v + 63], v < 16) and byte t (t < 64),
+//   bit t of the little-endian uint64 at qh + 16 v      = bit 4 of the code in qs[64 v + t]'s
+//                                                         low nibble,
+//   bit t of the little-endian uint64 at qh + 16 v + 8  = the same for the high nibble.
+// (Row j's qs[32 c + l] holds elements 64 c + l (low nibble, fifth bit = bit 2c of its qh[l])
+// and 64 c + 32 + l (high nibble, bit 2c + 1).) q5_kx8_qh_bit() gives the position.
+struct block_q5_Kx8 {
+  f16_bits d[8];
+  f16_bits dmin[8];
+  uint8_t scales[64];
+  uint8_t mins[32];
+  uint8_t qh[8 * QK_K / 8];
+  uint8_t qs[8 * QK_K / 2];
+};
+static_assert(sizeof(block_q5_Kx8) == 8 * sizeof(block_q5_K));
+// Bit index into qh (bit q = bit q % 8 of qh[q / 8]) of the fifth bit of element e (< 256) of
+// row j: its code's low 4 bits are in the low (e % 64 < 32) or high nibble of row j's
+// qs[32 (e / 64) + e % 32], at qs[o] with o = x8_qs_offset(j, ...).
+constexpr int q5_kx8_qh_bit(int j, int e) {
+  const int o = x8_qs_offset(j, 32 * (e / 64) + e % 32);
+  return 128 * (o / 64) + 64 * ((e % 64) / 32) + o % 64;
+}
+
 // The repacked type for a plain one (Q4_0 -> Q4_0x8, Q8_0 -> Q8_0x8, Q4_K -> Q4_Kx8,
-// Q6_K -> Q6_Kx8), or the type itself when there is none.
+// Q5_K -> Q5_Kx8, Q6_K -> Q6_Kx8), or the type itself when there is none.
 TensorType repacked_type(TensorType wtype);
 // The inverse: the plain type of a repacked one (Q4_0x8 -> Q4_0), or the type itself.
 TensorType unpacked_type(TensorType t);
 // Whether the loader should repack this weight (the repacked kernels are faster on this CPU
 // and N is a multiple of 8).
 bool should_repack(TensorType wtype, int64_t N, int64_t K);
-// Repacks rows [n0, n1) (multiples of 8) of an N x K matrix of type `wtype` (Q4_0, Q8_0, Q4_K or
-// Q6_K) from `src` into `dst` (which has the same total size: row_size(wtype, K) * N bytes).
+// Repacks rows [n0, n1) (multiples of 8) of an N x K matrix of type `wtype` (Q4_0, Q8_0, Q4_K,
+// Q5_K or Q6_K) from `src` into `dst` (which has the same total size: row_size(wtype, K) * N
+// bytes).
 void repack_rows(TensorType wtype, const void* src, void* dst, int64_t K, int64_t n0, int64_t n1);
 // The inverse (for tests and for reading a single row back).
 void unpack_rows(TensorType repacked, const void* src, void* dst, int64_t K, int64_t n0,

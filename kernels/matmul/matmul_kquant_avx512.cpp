@@ -9,10 +9,10 @@
 //         the qh bits come from one broadcast and per-half variable shifts.
 // Q4_K's min term and Q6_K's -32 offset come from Q8_K's bsums.
 //
-// The repacked Q4_Kx8 / Q6_Kx8 (second half of the file; layouts in matmul.h) are what the loader
-// uses on AVX-512 machines: 8 rows per 64-byte load, so one activation vector serves 8 rows and
-// Q4_Kx8 spends ~4 ops per 64 weight bytes in the inner loop (2 ands, 2 vpdpbusd) against ~12
-// for the plain layout (broadcast, shift, mask, vpermw, vpmaddubsw, vpdpwssd per 32 bytes).
+// The repacked Q4_Kx8 / Q5_Kx8 / Q6_Kx8 (second half of the file; layouts in matmul.h) are what
+// the loader uses on AVX-512 machines: 8 rows per 64-byte load, so one activation vector serves 8
+// rows and Q4_Kx8 spends ~4 ops per 64 weight bytes in the inner loop (2 ands, 2 vpdpbusd) against
+// ~12 for the plain layout (broadcast, shift, mask, vpermw, vpmaddubsw, vpdpwssd per 32 bytes).
 // Measured single-thread on 12B GEMV shapes: ~2.3x (Q4_K) / ~1.4x (Q6_K) the plain kernels'
 // throughput from cache, and close to the read bandwidth from DRAM.
 #if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VNNI__) || \
@@ -612,6 +612,170 @@ void q6_kx8_rows(const block_q6_Kx8* w, int64_t nb, const uint8_t* x, size_t ldx
   for (int r = 0; r < RB; ++r) store_rows(acc[r], y + r * ldy);
 }
 
+// ---- repacked Q5_Kx8 ---------------------------------------------------------------------------
+// Q4_Kx8's loop plus the fifth bits: each 64-byte qs vector comes with two 64-bit masks (layout
+// in matmul.h), loaded straight into mask registers (kmovq) and merged with one masked vpaddb
+// each: low codes = (v & 0x0f) + 16 under mask 0, high codes = ((v >> 4) & 0x0f) + 16 under mask
+// 1 (exact codes 0..31, so unlike Q4_Kx8 the high half needs no 1/16). 7 ops per 64 qs bytes
+// (and, add, shift, and, add, 2 vpdpbusd) against Q4_Kx8's 4; the scales, mins, d and dmin are
+// Q4_Kx8's.
+
+inline __mmask64 load_mask(const uint8_t* p) {
+  __mmask64 k;
+  std::memcpy(&k, p, sizeof(k));
+  return k;
+}
+
+// The 5-bit codes of qs vector `vi` of a block: low nibbles (sub-block 2c, lanes as the qs
+// bytes) and high nibbles (sub-block 2c + 1).
+struct Q5Codes {
+  __m512i lo, hi;
+};
+inline Q5Codes q5_codes(const block_q5_Kx8* blk, int vi, __m512i m0f, __m512i m10) {
+  const __m512i v = _mm512_loadu_si512(blk->qs + 64 * vi);
+  const __m512i l = _mm512_and_si512(v, m0f);
+  const __m512i h = _mm512_and_si512(_mm512_srli_epi16(v, 4), m0f);
+  return {_mm512_mask_add_epi8(l, load_mask(blk->qh + 16 * vi), l, m10),
+          _mm512_mask_add_epi8(h, load_mask(blk->qh + 16 * vi + 8), h, m10)};
+}
+
+// Scales of sub-blocks 2c (sl) and 2c + 1 (sh) as floats, lanes j and j + 8 = row j.
+inline void q5_kx8_scales(const block_q5_Kx8* blk, int c, __m512i m3f, __m512* sl, __m512* sh) {
+  const __m512 s2 = _mm512_cvtepi32_ps(_mm512_and_si512(
+      _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->scales + 16 * c))),
+      m3f));
+  *sl = _mm512_shuffle_f32x4(s2, s2, 0x44);
+  *sh = _mm512_shuffle_f32x4(s2, s2, 0xee);
+}
+
+// The block's 64 six-bit mins as int16 in q4_kx8_min_index order (as in q4_kx8_tile).
+struct Q5Mins {
+  __m512i a, b;
+};
+inline Q5Mins q5_kx8_mins(const block_q5_Kx8* blk) {
+  const __m512i mn =
+      _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->mins)));
+  const __m512i sa =
+      _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->scales)));
+  const __m512i sb =
+      _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->scales + 32)));
+  const __m512i m0f16 = _mm512_set1_epi16(0x0f);
+  return {_mm512_ternarylogic_epi32(mn, _mm512_srli_epi16(sa, 2), m0f16, kSelect),
+          _mm512_ternarylogic_epi32(_mm512_srli_epi16(mn, 4), _mm512_srli_epi16(sb, 2), m0f16,
+                                    kSelect)};
+}
+
+// G groups (8 G rows) of Q5_Kx8 x one Q8_K row.
+template <int G>
+void q5_kx8_tile(const block_q5_Kx8* w, int64_t nb, const block_q8_K* x, float* y) {
+  const __m512i m0f = _mm512_set1_epi8(0x0f);
+  const __m512i m10 = _mm512_set1_epi8(0x10);
+  const __m512i m3f = _mm512_set1_epi32(0x3f);
+  const __m512i pidx = pair_index();
+  __m512 acc[G];
+  for (int g = 0; g < G; ++g) acc[g] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const block_q5_Kx8* blk[G];
+    for (int g = 0; g < G; ++g) blk[g] = w + g * nb + b;
+    const block_q8_K& xb = x[b];
+    __m512 fe[G], fo[G];  // even / odd sub-blocks
+    for (int g = 0; g < G; ++g) fe[g] = fo[g] = _mm512_setzero_ps();
+    for (int c = 0; c < 4; ++c) {
+      __m512i xl[4], xh[4];
+      for (int u = 0; u < 4; ++u) {
+        xl[u] = act8(xb.qs + 64 * c + 8 * u, pidx);
+        xh[u] = act8(xb.qs + 64 * c + 32 + 8 * u, pidx);
+      }
+      for (int g = 0; g < G; ++g) prefetch_part(blk[g], c, 4);
+      for (int g = 0; g < G; ++g) {
+        __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+        for (int u = 0; u < 4; ++u) {
+          const Q5Codes q = q5_codes(blk[g], 4 * c + u, m0f, m10);
+          lo = _mm512_dpbusd_epi32(lo, q.lo, xl[u]);
+          hi = _mm512_dpbusd_epi32(hi, q.hi, xh[u]);
+        }
+        __m512 sl, sh;
+        q5_kx8_scales(blk[g], c, m3f, &sl, &sh);
+        fe[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo), sl, fe[g]);
+        fo[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi), sh, fo[g]);
+      }
+    }
+    const MinSums ms = min_sums(xb);
+    const __m512 xd = _mm512_set1_ps(xb.d);
+    for (int g = 0; g < G; ++g) {
+      const Q5Mins mins = q5_kx8_mins(blk[g]);
+      const __m512i mdot = _mm512_dpwssd_epi32(_mm512_madd_epi16(mins.a, ms.a), mins.b, ms.b);
+      const __m512 d = _mm512_mul_ps(f16x8_twice(blk[g]->d), xd);
+      const __m512 dmin = _mm512_mul_ps(f16x8_twice(blk[g]->dmin), xd);
+      acc[g] = _mm512_fmadd_ps(_mm512_add_ps(fe[g], fo[g]), d, acc[g]);
+      acc[g] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mdot), dmin, acc[g]);
+    }
+  }
+  for (int g = 0; g < G; ++g) store_rows(acc[g], y + 8 * g);
+}
+
+// One group of Q5_Kx8 x RB Q8_K rows (R > 1): codes, scales and mins decoded once for all rows.
+template <int RB>
+void q5_kx8_rows(const block_q5_Kx8* w, int64_t nb, const uint8_t* x, size_t ldx, float* y,
+                 int64_t ldy) {
+  const block_q8_K* xr[RB];
+  for (int r = 0; r < RB; ++r) xr[r] = reinterpret_cast<const block_q8_K*>(x + r * ldx);
+  const __m512i m0f = _mm512_set1_epi8(0x0f);
+  const __m512i m10 = _mm512_set1_epi8(0x10);
+  const __m512i m3f = _mm512_set1_epi32(0x3f);
+  const __m512i pidx = pair_index();
+  __m512 acc[RB];
+  for (int r = 0; r < RB; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const block_q5_Kx8* blk = w + b;
+    __m512 fe[RB], fo[RB];
+    for (int r = 0; r < RB; ++r) fe[r] = fo[r] = _mm512_setzero_ps();
+    for (int c = 0; c < 4; ++c) {
+      prefetch_part(blk, c, 4);
+      __m512i lo[RB], hi[RB];
+      for (int r = 0; r < RB; ++r) lo[r] = hi[r] = _mm512_setzero_si512();
+      for (int u = 0; u < 4; ++u) {
+        const Q5Codes q = q5_codes(blk, 4 * c + u, m0f, m10);
+        for (int r = 0; r < RB; ++r) {
+          lo[r] = _mm512_dpbusd_epi32(lo[r], q.lo, act8(xr[r][b].qs + 64 * c + 8 * u, pidx));
+          hi[r] = _mm512_dpbusd_epi32(hi[r], q.hi, act8(xr[r][b].qs + 64 * c + 32 + 8 * u, pidx));
+        }
+      }
+      __m512 sl, sh;
+      q5_kx8_scales(blk, c, m3f, &sl, &sh);
+      for (int r = 0; r < RB; ++r) {
+        fe[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo[r]), sl, fe[r]);
+        fo[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi[r]), sh, fo[r]);
+      }
+    }
+    const Q5Mins mins = q5_kx8_mins(blk);
+    const __m512 d = f16x8_twice(blk->d);
+    const __m512 dmin = f16x8_twice(blk->dmin);
+    for (int r = 0; r < RB; ++r) {
+      const MinSums ms = min_sums(xr[r][b]);
+      const __m512i mdot = _mm512_dpwssd_epi32(_mm512_madd_epi16(mins.a, ms.a), mins.b, ms.b);
+      const __m512 xd = _mm512_set1_ps(xr[r][b].d);
+      acc[r] = _mm512_fmadd_ps(_mm512_add_ps(fe[r], fo[r]), _mm512_mul_ps(d, xd), acc[r]);
+      acc[r] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mdot), _mm512_mul_ps(dmin, xd), acc[r]);
+    }
+  }
+  for (int r = 0; r < RB; ++r) store_rows(acc[r], y + r * ldy);
+}
+
+template <int RB>
+struct Q5KX8Rows {
+  static void run(const block_q5_Kx8* w, int64_t nb, const uint8_t* x, size_t ldx, float* y,
+                  int64_t ldy) {
+    q5_kx8_rows<RB>(w, nb, x, ldx, y, ldy);
+  }
+};
+template <int G>
+struct Q5KX8Tile {
+  static void run(const block_q5_Kx8* w, int64_t nb, const block_q8_K* x, float* y) {
+    q5_kx8_tile<G>(w, nb, x, y);
+  }
+};
+
 template <int RB>
 struct Q4KX8Rows {
   static void run(const block_q4_Kx8* w, int64_t nb, const uint8_t* x, size_t ldx, float* y,
@@ -683,6 +847,10 @@ void matmul_q4_kx8_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1) {
 
 void matmul_q6_kx8_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1) {
   kquant_x8_matmul<block_q6_Kx8, Q6KX8Tile, 2, Q6KX8Rows>(a, n0, n1);
+}
+
+void matmul_q5_kx8_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  kquant_x8_matmul<block_q5_Kx8, Q5KX8Tile, 4, Q5KX8Rows>(a, n0, n1);
 }
 
 // One body serves as both the gemv and the gemm entry of the table (see kquant.h).

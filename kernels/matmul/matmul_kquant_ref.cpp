@@ -135,6 +135,11 @@ void matmul_q4_kx8_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1) {
       a, n0, n1);
 }
 
+void matmul_q5_kx8_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  matmul_x8_rows_ref<block_q5_Kx8, block_q5_K, kquant_detail::q5_kx8_unpack, dot_q5_k_q8_k_ref>(
+      a, n0, n1);
+}
+
 void matmul_q6_kx8_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1) {
   matmul_x8_rows_ref<block_q6_Kx8, block_q6_K, kquant_detail::q6_kx8_unpack, dot_q6_k_q8_k_ref>(
       a, n0, n1);

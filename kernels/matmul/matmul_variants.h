@@ -32,12 +32,14 @@ void matmul_q4_k_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q6_k_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q5_k_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
 #endif
-// The repacked Q4_Kx8 / Q6_Kx8 (ref and AVX-512; one body for any R).
+// The repacked Q4_Kx8 / Q6_Kx8 / Q5_Kx8 (ref and AVX-512; one body for any R).
 void matmul_q4_kx8_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q6_kx8_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q5_kx8_q8_k_ref(const MatmulArgs& a, int64_t n0, int64_t n1);
 #if defined(__x86_64__)
 void matmul_q4_kx8_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q6_kx8_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q5_kx8_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);  // no avx2 variant
 // AVX2 (+FMA, F16C), kernels/matmul/matmul_kx8_avx2.cpp.
 void matmul_q4_kx8_q8_k_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q6_kx8_q8_k_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);

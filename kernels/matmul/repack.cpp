@@ -1,5 +1,5 @@
-// Load-time repacking of Q4_0 / Q8_0 / Q4_K / Q6_K weights into 8-row interleaved blocks
-// (Q4_0x8, Q8_0x8, Q4_Kx8, Q6_Kx8), and the inverse. Layouts: see block_*x8 in matmul.h.
+// Load-time repacking of Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K weights into 8-row interleaved blocks
+// (Q4_0x8, Q8_0x8, Q4_Kx8, Q5_Kx8, Q6_Kx8), and the inverse. Layouts: see block_*x8 in matmul.h.
 #include "kernels/matmul/kquant.h"
 #include "kernels/matmul/matmul.h"
 
@@ -68,6 +68,11 @@ void convert_q4_k(const void* src, void* dst, int64_t K, int64_t n0, int64_t n1,
                         kquant_detail::q4_kx8_unpack>(src, dst, K, n0, n1, to_x);
 }
 
+void convert_q5_k(const void* src, void* dst, int64_t K, int64_t n0, int64_t n1, bool to_x) {
+  convert_kquant_groups<block_q5_K, block_q5_Kx8, kquant_detail::q5_kx8_pack,
+                        kquant_detail::q5_kx8_unpack>(src, dst, K, n0, n1, to_x);
+}
+
 void convert_q6_k(const void* src, void* dst, int64_t K, int64_t n0, int64_t n1, bool to_x) {
   convert_kquant_groups<block_q6_K, block_q6_Kx8, kquant_detail::q6_kx8_pack,
                         kquant_detail::q6_kx8_unpack>(src, dst, K, n0, n1, to_x);
@@ -80,6 +85,7 @@ TensorType unpacked_type(TensorType t) {
   if (t == TensorType::Q8_0x8) return TensorType::Q8_0;
   if (t == TensorType::Q4_Kx8) return TensorType::Q4_K;
   if (t == TensorType::Q6_Kx8) return TensorType::Q6_K;
+  if (t == TensorType::Q5_Kx8) return TensorType::Q5_K;
   return t;
 }
 
@@ -93,6 +99,8 @@ TensorType repacked_type(TensorType wtype) {
       return TensorType::Q4_Kx8;
     case TensorType::Q6_K:
       return TensorType::Q6_Kx8;
+    case TensorType::Q5_K:
+      return TensorType::Q5_Kx8;
     default:
       return wtype;
   }
@@ -103,13 +111,17 @@ bool should_repack(TensorType wtype, int64_t N, int64_t K) {
   if (packed == wtype || N % 8 != 0 || K % type_traits(wtype).block_size != 0) return false;
   // Repack only where an optimized variant of the packed layout exists for the active ISA and
   // measured faster than the plain layout's: Q4_0x8 / Q8_0x8 on avx2, avx512, neon; Q4_Kx8 /
-  // Q6_Kx8 on avx512. The avx2 Q4_Kx8 / Q6_Kx8 kernels (matmul_kx8_avx2.cpp) win single-threaded
-  // and at R >= 4, but decoding is R = 1 with every thread, and there they read 59-64% of the
-  // bandwidth against 65-72% for the plain layout (2 threads, quiet run, docs/benchmarks.md):
-  // K-quants stay plain on avx2.
+  // Q5_Kx8 / Q6_Kx8 on avx512 (Q5_Kx8 has no avx2 or neon kernel, so the table's null entries
+  // keep Q5_K plain there). The avx2 Q4_Kx8 / Q6_Kx8 kernels (matmul_kx8_avx2.cpp) win
+  // single-threaded and at R >= 4, but decoding is R = 1 with every thread, and there they read
+  // 59-64% of the bandwidth against 65-72% for the plain layout (2 threads, quiet run,
+  // docs/benchmarks.md): K-quants stay plain on avx2.
   const Isa isa = active_isa();
   if (isa == Isa::ref) return false;
-  if (isa == Isa::avx2 && (wtype == TensorType::Q4_K || wtype == TensorType::Q6_K)) return false;
+  if (isa == Isa::avx2 &&
+      (wtype == TensorType::Q4_K || wtype == TensorType::Q5_K || wtype == TensorType::Q6_K)) {
+    return false;
+  }
   const MatmulKernels k = matmul_kernels(packed, isa);
   return k.gemv != nullptr || k.gemm != nullptr;
 }
@@ -123,6 +135,8 @@ void repack_rows(TensorType wtype, const void* src, void* dst, int64_t K, int64_
     convert_q4_k(src, dst, K, n0, n1, true);
   } else if (wtype == TensorType::Q6_K) {
     convert_q6_k(src, dst, K, n0, n1, true);
+  } else if (wtype == TensorType::Q5_K) {
+    convert_q5_k(src, dst, K, n0, n1, true);
   }
 }
 
@@ -136,6 +150,8 @@ void unpack_rows(TensorType repacked, const void* src, void* dst, int64_t K, int
     convert_q4_k(src, dst, K, n0, n1, false);
   } else if (repacked == TensorType::Q6_Kx8) {
     convert_q6_k(src, dst, K, n0, n1, false);
+  } else if (repacked == TensorType::Q5_Kx8) {
+    convert_q5_k(src, dst, K, n0, n1, false);
   }
 }
 

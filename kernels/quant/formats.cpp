@@ -17,7 +17,7 @@ struct Entry {
 //   q5_1: d, m, 4 B high bits, 16 B = 24       q8_1: f16 d, f16 s, 32 B = 36
 //   q2_K: 16 B scales, 64 B quants, d, dmin = 84
 //   q3_K: 32 B hmask, 64 B quants, 12 B scales, d = 110
-constexpr std::array<Entry, 24> kTable = {{
+constexpr std::array<Entry, 25> kTable = {{
     {TensorType::F32, {"f32", 1, 4, true}},
     {TensorType::F16, {"f16", 1, 2, true}},
     {TensorType::Q4_0, {"q4_0", QK4_0, sizeof(block_q4_0), true}},
@@ -43,6 +43,7 @@ constexpr std::array<Entry, 24> kTable = {{
     {TensorType::Q8_0x8, {"q8_0x8", QK8_0, 8 * sizeof(block_q8_0), false}},
     {TensorType::Q4_Kx8, {"q4_Kx8", QK_K, 8 * sizeof(block_q4_K), false}},
     {TensorType::Q6_Kx8, {"q6_Kx8", QK_K, 8 * sizeof(block_q6_K), false}},
+    {TensorType::Q5_Kx8, {"q5_Kx8", QK_K, 8 * sizeof(block_q5_K), false}},
 }};
 
 constexpr TypeTraits kUnknown = {"unknown", 0, 0, false};

@@ -35,6 +35,7 @@ enum class TensorType : uint32_t {
   Q8_0x8 = 1001,
   Q4_Kx8 = 1002,  // 8 rows of Q4_K interleaved per 256-block column
   Q6_Kx8 = 1003,  // 8 rows of Q6_K interleaved per 256-block column
+  Q5_Kx8 = 1004,  // 8 rows of Q5_K interleaved per 256-block column
 };
 
 constexpr int64_t QK4_0 = 32;

@@ -270,7 +270,7 @@ const Buffer& VulkanBackend::weight(const void* data, size_t bytes, const char* 
 }
 
 // The GPU reads the file's layouts: matrices the CPU loader repacked (Q4_0x8, Q8_0x8, Q4_Kx8,
-// Q6_Kx8) are unpacked once on upload (load with repack = false to skip both steps).
+// Q5_Kx8, Q6_Kx8) are unpacked once on upload (load with repack = false to skip both steps).
 const Buffer& VulkanBackend::matrix(const Matrix& m) {
   const TensorType plain = plain_type(m.type);
   if (plain == m.type || weights_.count(m.data)) return weight(m.data, m.nbytes(), m.name.c_str());

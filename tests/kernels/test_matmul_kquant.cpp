@@ -306,7 +306,7 @@ TEST_P(KQuantMatmul, MatchesF32ProductWithinQ8KError) {
   }
 }
 
-// ---- repacked Q4_Kx8 / Q6_Kx8 -----------------------------------------------------------------
+// ---- repacked Q4_Kx8 / Q5_Kx8 / Q6_Kx8 --------------------------------------------------------
 // Weights are made in the plain layout (as the loader reads them), repacked with repack_rows,
 // and every x8 variant must match the plain layout's dequantized product (same tolerance).
 
@@ -352,10 +352,31 @@ TEST_P(KQuantX8, Types) {
     EXPECT_NE(matmul_kernels(x8, Isa::avx512).gemv, nullptr);
   }
 #if defined(__x86_64__)
-  // matmul_kx8_avx2.cpp: one body as gemv and gemm (checked against the reference below).
-  EXPECT_NE(matmul_kernels(x8, Isa::avx2).gemv, nullptr);
-  EXPECT_NE(matmul_kernels(x8, Isa::avx2).gemm, nullptr);
+  if (x8 == TensorType::Q5_Kx8) {
+    // AVX-512 only: on avx2 (and neon, ref) Q5_K stays plain.
+    EXPECT_EQ(matmul_kernels(x8, Isa::avx2).gemv, nullptr);
+    EXPECT_EQ(matmul_kernels(x8, Isa::avx2).gemm, nullptr);
+  } else {
+    // matmul_kx8_avx2.cpp: one body as gemv and gemm (checked against the reference below).
+    EXPECT_NE(matmul_kernels(x8, Isa::avx2).gemv, nullptr);
+    EXPECT_NE(matmul_kernels(x8, Isa::avx2).gemm, nullptr);
+  }
 #endif
+  EXPECT_EQ(matmul_kernels(x8, Isa::neon).gemv, nullptr);
+}
+
+// Where the loader repacks: K-quants only on avx512 (Q4_Kx8, Q5_Kx8, Q6_Kx8), never on avx2 or
+// ref, never with N not a multiple of 8.
+TEST_P(KQuantX8, ShouldRepackFollowsIsa) {
+  const TensorType plain = plain_of(GetParam());
+  const Isa saved = active_isa();
+  for (Isa isa : {Isa::ref, Isa::avx2, Isa::avx512, Isa::neon}) {
+    if (!isa_supported(isa)) continue;
+    set_active_isa(isa);
+    EXPECT_EQ(should_repack(plain, 3840, 15360), isa == Isa::avx512) << isa_name(isa);
+    EXPECT_FALSE(should_repack(plain, 3844, 15360)) << isa_name(isa);
+  }
+  set_active_isa(saved);
 }
 
 // repack then unpack gives the plain bytes back, for whole matrices and for row ranges.
@@ -421,11 +442,108 @@ TEST_P(KQuantX8, Gemma12bGemvShapes) {
   check_x8_shape(GetParam(), 3840, 15360, 1, 901, 7);
 }
 
+// ---- Q5_Kx8 specifics -------------------------------------------------------------------------
+
+// The fifth-bit masks: every element's bit lands at a distinct position of the 2048 qh bits, and
+// the position follows the documented rule (mask 2 v + h of qs vector v holds, at bit t, the
+// code in qs[64 v + t]'s low (h = 0) or high (h = 1) nibble).
+TEST(Q5KX8Layout, FifthBitPositions) {
+  std::vector<int> seen(8 * QK_K, 0);
+  for (int j = 0; j < 8; ++j) {
+    for (int e = 0; e < QK_K; ++e) {
+      const int q = q5_kx8_qh_bit(j, e);
+      ASSERT_GE(q, 0);
+      ASSERT_LT(q, 8 * QK_K);
+      ++seen[q];
+      const int o = x8_qs_offset(j, 32 * (e / 64) + e % 32);  // byte of qs holding the nibble
+      EXPECT_EQ(q / 128, o / 64);
+      EXPECT_EQ((q / 64) % 2, (e % 64) / 32);
+      EXPECT_EQ(q % 64, o % 64);
+    }
+  }
+  EXPECT_TRUE(std::all_of(seen.begin(), seen.end(), [](int c) { return c == 1; }));
+}
+
+// One element's fifth bit set in a zero block moves exactly the bit q5_kx8_qh_bit names, and
+// nothing else; the Q4_K part (d, dmin, scales, mins, qs) is laid out as Q4_Kx8's.
+TEST(Q5KX8Layout, RepackMatchesQ4KPartAndMovesEachBit) {
+  std::mt19937 rng(1000);
+  const int64_t K = 512, N = 8;
+  std::vector<uint8_t> w5 = random_weights(TensorType::Q5_K, N, K, rng);
+  // The same rows without qh, as Q4_K.
+  std::vector<uint8_t> w4(N * row_size(TensorType::Q4_K, K));
+  for (int64_t i = 0; i < N * K / QK_K; ++i) {
+    const auto& b5 = reinterpret_cast<const block_q5_K*>(w5.data())[i];
+    auto& b4 = reinterpret_cast<block_q4_K*>(w4.data())[i];
+    b4.d = b5.d;
+    b4.dmin = b5.dmin;
+    std::memcpy(b4.scales, b5.scales, sizeof(b4.scales));
+    std::memcpy(b4.qs, b5.qs, sizeof(b4.qs));
+  }
+  std::vector<uint8_t> x5(w5.size()), x4(w4.size());
+  repack_rows(TensorType::Q5_K, w5.data(), x5.data(), K, 0, N);
+  repack_rows(TensorType::Q4_K, w4.data(), x4.data(), K, 0, N);
+  for (int64_t b = 0; b < K / QK_K; ++b) {
+    const auto& p5 = reinterpret_cast<const block_q5_Kx8*>(x5.data())[b];
+    const auto& p4 = reinterpret_cast<const block_q4_Kx8*>(x4.data())[b];
+    EXPECT_EQ(std::memcmp(p5.d, p4.d, sizeof(p4.d)), 0);
+    EXPECT_EQ(std::memcmp(p5.dmin, p4.dmin, sizeof(p4.dmin)), 0);
+    EXPECT_EQ(std::memcmp(p5.scales, p4.scales, sizeof(p4.scales)), 0);
+    EXPECT_EQ(std::memcmp(p5.mins, p4.mins, sizeof(p4.mins)), 0);
+    EXPECT_EQ(std::memcmp(p5.qs, p4.qs, sizeof(p4.qs)), 0);
+  }
+  // Single bits: element e of row j (block 1) alone set.
+  for (int j : {0, 3, 7}) {
+    for (int e : {0, 31, 32, 63, 64, 100, 200, 255}) {
+      std::vector<uint8_t> z(w5.size(), 0), zx(w5.size(), 0);
+      auto* blk = reinterpret_cast<block_q5_K*>(z.data()) + j * (K / QK_K) + 1;
+      blk->qh[e % 32] = static_cast<uint8_t>(1 << (e / 32));
+      repack_rows(TensorType::Q5_K, z.data(), zx.data(), K, 0, N);
+      const auto& p = reinterpret_cast<const block_q5_Kx8*>(zx.data())[1];
+      const int q = q5_kx8_qh_bit(j, e);
+      for (int i = 0; i < static_cast<int>(sizeof(p.qh)); ++i) {
+        EXPECT_EQ(p.qh[i], i == q / 8 ? (1 << (q % 8)) : 0) << "j=" << j << " e=" << e;
+      }
+      const auto& p0 = reinterpret_cast<const block_q5_Kx8*>(zx.data())[0];
+      EXPECT_TRUE(std::all_of(p0.qh, p0.qh + sizeof(p0.qh), [](uint8_t v) { return v == 0; }));
+    }
+  }
+}
+
+// The x8 reference unpacks and runs the plain Q5_K reference: identical floats.
+TEST(Q5KX8Layout, ReferenceEqualsPlainReference) {
+  std::mt19937 rng(1100);
+  for (int64_t K : {256, 3840}) {
+    for (int64_t R : {1, 3, 9}) {
+      const int64_t N = 24;
+      const std::vector<uint8_t> w = random_weights(TensorType::Q5_K, N, K, rng);
+      const std::vector<uint8_t> wx = repacked(TensorType::Q5_K, w, N, K);
+      const Q8K x = quantize_activations(random_activations(R, K, rng), R, K, 16);
+      const MatmulFn plain = matmul_kernels(TensorType::Q5_K, Isa::ref).gemv;
+      const MatmulFn x8 = matmul_kernels(TensorType::Q5_Kx8, Isa::ref).gemv;
+      ASSERT_NE(x8, nullptr);
+      EXPECT_EQ(run(x8, wx, x, N, K, R, 8), run(plain, w, x, N, K, R, N / 3))
+          << "K=" << K << " R=" << R;
+    }
+  }
+}
+
+// Ragged activation batches on top of KQuantX8's: every R in 1..9, 16, 64, 67 (the R > 1 row
+// tiles of 4, full and partial) with N not a multiple of 32 (5 groups).
+TEST(Q5KX8Layout, RaggedRows) {
+  uint32_t seed = 1200;
+  for (int64_t R : {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 64, 67}) {
+    check_x8_shape(TensorType::Q5_Kx8, 40, R > 9 ? 768 : 1280, R, seed++);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, KQuantX8,
-                         ::testing::Values(TensorType::Q4_Kx8, TensorType::Q6_Kx8),
+                         ::testing::Values(TensorType::Q4_Kx8, TensorType::Q6_Kx8,
+                                           TensorType::Q5_Kx8),
                          [](const ::testing::TestParamInfo<TensorType>& info) {
-                           return std::string(info.param == TensorType::Q4_Kx8 ? "Q4_Kx8"
-                                                                               : "Q6_Kx8");
+                           return std::string(info.param == TensorType::Q4_Kx8   ? "Q4_Kx8"
+                                              : info.param == TensorType::Q5_Kx8 ? "Q5_Kx8"
+                                                                                 : "Q6_Kx8");
                          });
 
 INSTANTIATE_TEST_SUITE_P(Formats, KQuantMatmul,

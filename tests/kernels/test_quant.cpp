@@ -48,6 +48,9 @@ TEST(TypeTraits, MatchLlamaCpp) {
       {TensorType::BF16, "bf16", 1, 2, true},
       {TensorType::Q4_0x8, "q4_0x8", 32, 144, false},
       {TensorType::Q8_0x8, "q8_0x8", 32, 272, false},
+      {TensorType::Q4_Kx8, "q4_Kx8", 256, 1152, false},
+      {TensorType::Q5_Kx8, "q5_Kx8", 256, 1408, false},
+      {TensorType::Q6_Kx8, "q6_Kx8", 256, 1680, false},
   };
   for (const Want& w : want) {
     const TypeTraits& tr = type_traits(w.t);
@@ -57,7 +60,8 @@ TEST(TypeTraits, MatchLlamaCpp) {
     EXPECT_EQ(tr.supported, w.supported) << w.name;
   }
   // GGML ids that are removed (4, 5) or never stored, and out-of-range ids.
-  for (uint32_t id : {4u, 5u, 16u, 29u, 31u, 39u, 999u, 1000u, 1001u, 0xFFFFFFFFu}) {
+  for (uint32_t id :
+       {4u, 5u, 16u, 29u, 31u, 39u, 999u, 1000u, 1001u, 1002u, 1003u, 1004u, 0xFFFFFFFFu}) {
     EXPECT_FALSE(is_known_type(id)) << id;
   }
   EXPECT_EQ(type_traits(static_cast<TensorType>(4)).name, "unknown");
