@@ -14,7 +14,9 @@
 // rows and Q4_Kx8 spends ~4 ops per 64 weight bytes in the inner loop (2 ands, 2 vpdpbusd) against
 // ~12 for the plain layout (broadcast, shift, mask, vpermw, vpmaddubsw, vpdpwssd per 32 bytes).
 // Measured single-thread on 12B GEMV shapes: ~2.3x (Q4_K) / ~1.4x (Q6_K) the plain kernels'
-// throughput from cache, and close to the read bandwidth from DRAM.
+// throughput from cache, and close to the read bandwidth from DRAM. Prefill (R > 9) takes the
+// x8 GEMM at the end of the file (weights rearranged per strip into 16-row x 4-byte vectors,
+// activations broadcast from memory, 12-row register tiles): ~2x the row-tile path below.
 #if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VNNI__) || \
     !defined(__F16C__)
 #error "matmul_kquant_avx512.cpp needs -mavx512f -mavx512bw -mavx512vnni -mf16c"
@@ -22,7 +24,11 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 
 // GCC 12's AVX-512 headers build vectors from deliberately uninitialized _mm512_undefined_*()
 // values, which its own -Wuninitialized then reports at every inlined use.
@@ -272,6 +278,14 @@ inline __m512i act8(const int8_t* p, __m512i pair_idx) {
 inline __m512 f16x8_twice(const f16_bits* p) {
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm512_cvtph_ps(_mm256_broadcastsi128_si256(h));
+}
+
+// 8 f16 at lo and 8 at hi -> 16 floats.
+inline __m512 load_f16_pair(const f16_bits* lo, const f16_bits* hi) {
+  const __m256i h = _mm256_inserti128_si256(
+      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lo))),
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(hi)), 1);
+  return _mm512_cvtph_ps(h);
 }
 
 // Sum of lanes j and j + 8 -> 8 floats at y.
@@ -805,9 +819,10 @@ struct Q6KX8Tile {
 };
 
 // Groups [n0 / 8, n1 / 8) in panels of ~512 KiB (L2). R = 1: tiles of up to TileGroups groups
-// (several weight streams at once), one pass over the weights. R > 1: each group against tiles
-// of up to kX8RowTile activation rows (the weights decoded once per row tile), the panel reused
-// from L2 by every row tile.
+// (several weight streams at once), one pass over the weights. R > 1 (R = 2..8 here, verification
+// batches; larger R takes kx8_gemm below): each group against tiles of up to kX8RowTile
+// activation rows (the weights decoded once per row tile), the panel reused from L2 by every row
+// tile.
 constexpr int kX8RowTile = 4;
 
 template <typename X, template <int> class Tile, int TileGroups, template <int> class Rows>
@@ -839,17 +854,369 @@ void kquant_x8_matmul(const MatmulArgs& a, int64_t n0, int64_t n1) {
   }
 }
 
+// ---- K-quant x8 GEMM (prefill, R > kX8GemmMinRows): Q4_Kx8, Q5_Kx8, Q6_Kx8 --------------------
+// "Outer product" register layout as the Q4_0x8 GEMM (matmul_x8_avx512.cpp): one zmm holds 16
+// weight rows (two groups) x the 4 codes of one dword position k (elements 4k .. 4k + 3), and
+// vpdpbusd with activation row r's 4 bytes at 4k broadcast from memory (embedded broadcast)
+// adds 16 partial dot products. The x8 layouts hold 8 rows x 8 bytes per vector, so the weights
+// are first rearranged ("strip prep", once per K chunk, super-tile of activation rows and 16-row
+// strip, reused by every row tile): codes decoded to bytes (Q4: nibble; Q5: + fifth bit; Q6:
+// 6 bits, unsigned 0..63) and the two groups' vectors regrouped with vshufi64x2 into 64 code
+// vectors per block, plus per block the float scales d * scale_s per sub-block (S = 8 of 32
+// elements for Q4/Q5, 16 of 16 for Q6), and for the bsums term (Q4/Q5: - dmin * sum_s min_s *
+// xsum_s; Q6: -32 d * sum_s scale_s * bsum_s) its per-row factor and its int16 pairs (P = 4 / 8
+// dwords per row). Activation rows are copied per super-tile into a contiguous buffer (256 bytes
+// per row and block) so that a tile of up to kGemmRB rows is addressed from one base register
+// with constant displacements, plus each row's matching int16 sum pairs and d.
+// Per 16 weight rows, activation row and block the micro-kernel spends 64 vpdpbusd on the codes,
+// S x (convert + FMA) for the sub-block scales, P vpdpwssd + convert + multiply for the bsums
+// term and one FMA into y: Q4_K/Q5_K 64 of 87 ops are vpdpbusd, Q6_K 64 of 107; the weight
+// decode is out of the loop.
+// R above this takes the GEMM path. Speculative verification evaluates up to 9 rows (8 drafts + the
+// last accepted token) and, in its exact mode (Session::set_batch_invariant), needs every row's
+// result bit-identical to a decoding step's: R <= 9 stays on the tile / rows kernels above, whose
+// per-row arithmetic is the R = 1 tile's (runtime_test_batch_invariance).
+constexpr int64_t kX8GemmMinRows = 9;
+constexpr int kGemmRB = 12;          // activation rows per micro tile (12 int + 12 float acc)
+constexpr int64_t kGemmChunk = 8;    // K blocks per chunk (2048 elements)
+constexpr int64_t kGemmSuper = 128;  // activation rows per super-tile
+
+// One block of a 16-row strip, rearranged for the micro-kernel (Q4/Q5: 4928 bytes, Q6: 5696).
+template <int S, int P>
+struct alignas(64) KStripBlock {
+  uint8_t codes[64][64];  // [k] lane i: row i's codes of elements 4k .. 4k + 3
+  float scale[S][16];     // [s] lane i: d_i * scale_i,s
+  float neg[16];          // the bsums term's factor: -dmin_i (Q4/Q5), -32 d_i (Q6)
+  int16_t pairs[P][32];   // [p] dword lane i: row i's (min or scale) of sub-blocks 2p, 2p + 1
+};
+
+// Per activation row and block: the matching int16 sum pairs (Q4/Q5: sums of 32, Q6: the bsums
+// of 16) and d.
+template <int P>
+struct KActPrep {
+  int32_t xs[P];
+  float d;
+};
+
+template <typename X>
+struct KGemmFormat {  // Q4_Kx8, Q5_Kx8
+  static constexpr int S = 8, P = 4;
+};
+template <>
+struct KGemmFormat<block_q6_Kx8> {
+  static constexpr int S = 16, P = 8;
+};
+
+// The calling thread's buffers (strips ~40-45 KiB, activations 256 KiB, sums <= 36 KiB).
+template <int S, int P>
+KStripBlock<S, P>* strip_buffer() {
+  alignas(64) static thread_local KStripBlock<S, P> buf[kGemmChunk];
+  return buf;
+}
+alignas(64) thread_local int8_t t_act[kGemmSuper * kGemmChunk * QK_K];
+template <int P>
+KActPrep<P>* act_prep_buffer() {
+  alignas(64) static thread_local KActPrep<P> buf[kGemmSuper * kGemmChunk];
+  return buf;
+}
+
+using I32u = int32_t __attribute__((may_alias, aligned(1)));
+
+// acc + w (unsigned bytes) . the 4 signed bytes at p broadcast to all lanes (GCC does not fold
+// the broadcast into vpdpbusd itself).
+inline __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t* p) {
+  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const I32u*>(p)));
+  return acc;
+}
+// acc + int16 pairs of w . the int16 pair at p broadcast to all lanes.
+inline __m512i dpwssd_bcast(__m512i acc, __m512i w, const int32_t* p) {
+  asm("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const I32u*>(p)));
+  return acc;
+}
+
+// The mins of one Q4_Kx8 block as int16 in q4_kx8_min_index order: a = mins #0..31 (dword lane
+// 8 p + j = row j's sub-blocks 2p, 2p + 1 for p < 2), b = mins #32..63 (p = 2, 3).
+template <typename X>
+inline void q4_kx8_mins16(const X* blk, __m512i* a, __m512i* b) {
+  const __m512i mn =
+      _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->mins)));
+  const __m512i sa =
+      _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->scales)));
+  const __m512i sb =
+      _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->scales + 32)));
+  const __m512i m0f16 = _mm512_set1_epi16(0x0f);
+  *a = _mm512_ternarylogic_epi32(mn, _mm512_srli_epi16(sa, 2), m0f16, kSelect);
+  *b =
+      _mm512_ternarylogic_epi32(_mm512_srli_epi16(mn, 4), _mm512_srli_epi16(sb, 2), m0f16, kSelect);
+}
+
+// Stores the code vectors of dword positions k (rows 0..7 from c0's lanes 0..7, rows 8..15 from
+// c1's) and k + 1 (their lanes 8..15).
+template <int S, int P>
+inline void store_code_pair(KStripBlock<S, P>& o, int k, __m512i c0, __m512i c1) {
+  _mm512_store_si512(o.codes[k], _mm512_shuffle_i64x2(c0, c1, 0x44));
+  _mm512_store_si512(o.codes[k + 1], _mm512_shuffle_i64x2(c0, c1, 0xee));
+}
+
+// Strip prep: blocks [0, kn) of groups g0 (rows 0..7) and g1 (rows 8..15) -> out[0, kn).
+// X = block_q4_Kx8 or block_q5_Kx8 (Q5: the fifth bits added to the codes, 0..31).
+template <typename X>
+void q4_kx8_prep_strip(const X* g0, const X* g1, int64_t kn, KStripBlock<8, 4>* out) {
+  constexpr bool kQ5 = std::is_same_v<X, block_q5_Kx8>;
+  const __m512i m0f = _mm512_set1_epi8(0x0f);
+  const __m512i m10 = _mm512_set1_epi8(0x10);
+  const __m512i m3f = _mm512_set1_epi32(0x3f);
+  for (int64_t b = 0; b < kn; ++b) {
+    const X* x[2] = {g0 + b, g1 + b};
+    KStripBlock<8, 4>& o = out[b];
+    // qs vector 4c + u: lanes 0..7 = row j's qs bytes 32c + 8u .. + 3 (low nibbles: elements
+    // 64c + 8u .., dword position 16c + 2u; high nibbles: + 32 elements, position + 8), lanes
+    // 8..15 the next 4 bytes (position + 1).
+    for (int c = 0; c < 4; ++c) {
+      for (int u = 0; u < 4; ++u) {
+        const int vi = 4 * c + u;
+        __m512i lo[2], hi[2];
+        for (int g = 0; g < 2; ++g) {
+          const __m512i v = _mm512_loadu_si512(x[g]->qs + 64 * vi);
+          lo[g] = _mm512_and_si512(v, m0f);
+          hi[g] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m0f);
+          if constexpr (kQ5) {
+            lo[g] = _mm512_mask_add_epi8(lo[g], load_mask(x[g]->qh + 16 * vi), lo[g], m10);
+            hi[g] = _mm512_mask_add_epi8(hi[g], load_mask(x[g]->qh + 16 * vi + 8), hi[g], m10);
+          }
+        }
+        store_code_pair(o, 16 * c + 2 * u, lo[0], lo[1]);
+        store_code_pair(o, 16 * c + 2 * u + 8, hi[0], hi[1]);
+      }
+    }
+    const __m512 d = load_f16_pair(x[0]->d, x[1]->d);
+    for (int s = 0; s < 8; ++s) {
+      const __m128i sc8 = _mm_unpacklo_epi64(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(x[0]->scales + 8 * s)),
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(x[1]->scales + 8 * s)));
+      const __m512 sc = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_cvtepu8_epi32(sc8), m3f));
+      _mm512_store_ps(o.scale[s], _mm512_mul_ps(sc, d));
+    }
+    _mm512_store_ps(o.neg,
+                    _mm512_sub_ps(_mm512_setzero_ps(), load_f16_pair(x[0]->dmin, x[1]->dmin)));
+    __m512i a0, b0, a1, b1;
+    q4_kx8_mins16(x[0], &a0, &b0);
+    q4_kx8_mins16(x[1], &a1, &b1);
+    _mm512_store_si512(o.pairs[0], _mm512_shuffle_i64x2(a0, a1, 0x44));
+    _mm512_store_si512(o.pairs[1], _mm512_shuffle_i64x2(a0, a1, 0xee));
+    _mm512_store_si512(o.pairs[2], _mm512_shuffle_i64x2(b0, b1, 0x44));
+    _mm512_store_si512(o.pairs[3], _mm512_shuffle_i64x2(b0, b1, 0xee));
+  }
+}
+
+// The same for Q6_Kx8: codes decoded as in q6_kx8_tile (unsigned 0..63; the -32 goes to the
+// bsums term), 16 float scales, -32 d, and the int8 scale pairs sign-extended to int16.
+void q6_kx8_prep_strip(const block_q6_Kx8* g0, const block_q6_Kx8* g1, int64_t kn,
+                       KStripBlock<16, 8>* out) {
+  const __m512i m0f = _mm512_set1_epi8(0x0f);
+  const __m512i m33 = _mm512_set1_epi8(0x33);
+  const __m512i mcc = _mm512_set1_epi8(static_cast<char>(0xcc));
+  for (int64_t b = 0; b < kn; ++b) {
+    const block_q6_Kx8* x[2] = {g0 + b, g1 + b};
+    KStripBlock<16, 8>& o = out[b];
+    for (int h = 0; h < 2; ++h) {
+      for (int v = 0; v < 4; ++v) {
+        // Elements 128h + 8v + (0..7) (a), + 32 (c), + 64 (b), + 96 (d).
+        __m512i qa[2], qb[2], qc[2], qd[2];
+        for (int g = 0; g < 2; ++g) {
+          const __m512i qhv = _mm512_loadu_si512(x[g]->qh + 64 * (4 * h + v));
+          const __m512i ql1 = _mm512_loadu_si512(x[g]->ql + 64 * (8 * h + v));
+          const __m512i ql2 = _mm512_loadu_si512(x[g]->ql + 64 * (8 * h + v + 4));
+          const __m512i t1 = _mm512_and_si512(qhv, m33);
+          const __m512i t2 = _mm512_and_si512(qhv, mcc);
+          qa[g] = _mm512_ternarylogic_epi32(ql1, _mm512_slli_epi16(t1, 4), m0f, kSelect);
+          qb[g] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql1, 4), t1, m0f, kSelect);
+          qc[g] = _mm512_ternarylogic_epi32(ql2, _mm512_slli_epi16(t2, 2), m0f, kSelect);
+          qd[g] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql2, 4), _mm512_srli_epi16(t2, 2),
+                                            m0f, kSelect);
+        }
+        const int k = 32 * h + 2 * v;
+        store_code_pair(o, k, qa[0], qa[1]);
+        store_code_pair(o, k + 8, qc[0], qc[1]);
+        store_code_pair(o, k + 16, qb[0], qb[1]);
+        store_code_pair(o, k + 24, qd[0], qd[1]);
+      }
+    }
+    const __m512 d = load_f16_pair(x[0]->d, x[1]->d);
+    for (int p = 0; p < 8; ++p) {
+      // int16 lane 2j + t = row j's scale of sub-block 2p + t (rows 8..15 from g1).
+      const __m512i sc = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
+          _mm256_castsi128_si256(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[0]->scales + 16 * p))),
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[1]->scales + 16 * p)), 1));
+      _mm512_store_si512(o.pairs[p], sc);
+      const __m512i even = _mm512_srai_epi32(_mm512_slli_epi32(sc, 16), 16);
+      const __m512i odd = _mm512_srai_epi32(sc, 16);
+      _mm512_store_ps(o.scale[2 * p], _mm512_mul_ps(_mm512_cvtepi32_ps(even), d));
+      _mm512_store_ps(o.scale[2 * p + 1], _mm512_mul_ps(_mm512_cvtepi32_ps(odd), d));
+    }
+    _mm512_store_ps(o.neg, _mm512_mul_ps(d, _mm512_set1_ps(-32.0f)));
+  }
+}
+
+// Activation prep of rows [0, rows) (row r's chunk blocks start at xr[r]), blocks [0, kn):
+// qs to act[(b * rows + r) * QK_K], sum pairs and d to prep[b * rows + r].
+template <int P>
+void kx8_prep_acts(const block_q8_K* const* xr, int rows, int64_t kn, int8_t* act,
+                   KActPrep<P>* prep) {
+  for (int64_t b = 0; b < kn; ++b) {
+    for (int r = 0; r < rows; ++r) {
+      const block_q8_K& xb = xr[r][b];
+      std::memcpy(act + (b * rows + r) * QK_K, xb.qs, QK_K);
+      KActPrep<P>& p = prep[b * rows + r];
+      if constexpr (P == 8) {
+        static_assert(sizeof(p.xs) == sizeof(xb.bsums));
+        std::memcpy(p.xs, xb.bsums, sizeof(p.xs));  // (bsum 2p, bsum 2p + 1) as int16 pairs
+      } else {
+        for (int q = 0; q < 4; ++q) {
+          const int lo = xb.bsums[4 * q] + xb.bsums[4 * q + 1];
+          const int hi = xb.bsums[4 * q + 2] + xb.bsums[4 * q + 3];
+          p.xs[q] = static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(lo)) |
+                                         static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16);
+        }
+      }
+      p.d = xb.d;
+    }
+  }
+}
+
+// 16 weight rows (strip w[0, kn)) x RB activation rows (row r's block b at act + b * as + r *
+// QK_K, prep at ap + b * ps + r): y[r * ldy + lanes m] (+)= the products.
+template <int S, int P, int RB>
+void kx8_gemm_micro(const KStripBlock<S, P>* w, int64_t kn, const int8_t* act, int64_t as,
+                    const KActPrep<P>* ap, int64_t ps, float* y, int64_t ldy, bool accumulate,
+                    __mmask16 m) {
+  constexpr int kPos = 64 / S;  // dword positions per sub-block
+  if (!accumulate) {
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; ++r) _mm512_mask_storeu_ps(y + r * ldy, m, _mm512_setzero_ps());
+  }
+  for (int64_t b = 0; b < kn; ++b) {
+    const KStripBlock<S, P>& wb = w[b];
+    const int8_t* xq = act + b * as;
+    // One base register for all the activation operands (constant displacements): GCC would
+    // otherwise address them as base + index, which un-laminates the fused load of vpdpbusd.
+    asm("" : "+r"(xq));
+    const KActPrep<P>* pb = ap + b * ps;
+    __m512 fs[RB];
+    {
+      __m512i md[RB];
+#pragma GCC unroll 16
+      for (int r = 0; r < RB; ++r) md[r] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+      for (int q = 0; q < P; ++q) {
+        const __m512i mn = _mm512_load_si512(wb.pairs[q]);
+#pragma GCC unroll 16
+        for (int r = 0; r < RB; ++r) md[r] = dpwssd_bcast(md[r], mn, &pb[r].xs[q]);
+      }
+      const __m512 nd = _mm512_load_ps(wb.neg);
+#pragma GCC unroll 16
+      for (int r = 0; r < RB; ++r) fs[r] = _mm512_mul_ps(_mm512_cvtepi32_ps(md[r]), nd);
+    }
+#pragma GCC unroll 16
+    for (int s = 0; s < S; ++s) {
+      __m512i is[RB];
+#pragma GCC unroll 16
+      for (int r = 0; r < RB; ++r) is[r] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+      for (int k = 0; k < kPos; ++k) {
+        const __m512i wv = _mm512_load_si512(wb.codes[kPos * s + k]);
+#pragma GCC unroll 16
+        for (int r = 0; r < RB; ++r) {
+          is[r] = dpbusd_bcast(is[r], wv, xq + r * QK_K + 4 * (kPos * s + k));
+        }
+      }
+      const __m512 sc = _mm512_load_ps(wb.scale[s]);
+#pragma GCC unroll 16
+      for (int r = 0; r < RB; ++r) fs[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[r]), sc, fs[r]);
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; ++r) {
+      float* yr = y + r * ldy;
+      _mm512_mask_storeu_ps(
+          yr, m, _mm512_fmadd_ps(fs[r], _mm512_set1_ps(pb[r].d), _mm512_maskz_loadu_ps(m, yr)));
+    }
+  }
+}
+
+template <int S, int P>
+using KGemmMicroFn = void (*)(const KStripBlock<S, P>*, int64_t, const int8_t*, int64_t,
+                              const KActPrep<P>*, int64_t, float*, int64_t, bool, __mmask16);
+
+template <int S, int P, int... RB>
+constexpr auto kx8_gemm_micro_table(std::integer_sequence<int, RB...>) {
+  return std::array<KGemmMicroFn<S, P>, sizeof...(RB)>{kx8_gemm_micro<S, P, RB + 1>...};
+}
+
+inline int64_t balanced_split(int64_t n, int64_t max_len) {
+  const int64_t parts = (n + max_len - 1) / max_len;
+  return (n + parts - 1) / parts;
+}
+
+// GEMM driver: K chunks of <= kGemmChunk blocks; per chunk, super-tiles of <= kGemmSuper
+// activation rows (prep once); per 16-row strip of [n0, n1) the strip prep (in L2; an 8-row
+// tail strip repeats its group and stores 8 lanes), then every row tile of the super-tile
+// against it. Chunks, super-tiles and tiles are split evenly.
+template <typename X>
+void kx8_gemm(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  constexpr int S = KGemmFormat<X>::S, P = KGemmFormat<X>::P;
+  static constexpr auto kMicro =
+      kx8_gemm_micro_table<S, P>(std::make_integer_sequence<int, kGemmRB>{});
+  KStripBlock<S, P>* const strip = strip_buffer<S, P>();
+  KActPrep<P>* const act_prep = act_prep_buffer<P>();
+  const int64_t nb = a.K / QK_K;
+  const auto* w = static_cast<const X*>(a.w);  // group g starts at w + g * nb
+  const auto* x = static_cast<const uint8_t*>(a.x);
+  const block_q8_K* xr[kGemmSuper];
+  const int64_t step = balanced_split(nb, kGemmChunk);
+  const int64_t super = balanced_split(a.R, kGemmSuper);
+  for (int64_t kc = 0; kc < nb; kc += step) {
+    const int64_t kn = std::min(step, nb - kc);
+    for (int64_t s0 = 0; s0 < a.R; s0 += super) {
+      const int srows = static_cast<int>(std::min<int64_t>(super, a.R - s0));
+      for (int r = 0; r < srows; ++r) {
+        xr[r] = reinterpret_cast<const block_q8_K*>(x + (s0 + r) * a.ldx) + kc;
+      }
+      kx8_prep_acts<P>(xr, srows, kn, t_act, act_prep);
+      const int tiles = (srows + kGemmRB - 1) / kGemmRB;
+      for (int64_t n = n0; n < n1; n += 16) {
+        const bool two = n1 - n >= 16;
+        const X* g0 = w + (n / 8) * nb + kc;
+        if constexpr (std::is_same_v<X, block_q6_Kx8>) {
+          q6_kx8_prep_strip(g0, two ? g0 + nb : g0, kn, strip);
+        } else {
+          q4_kx8_prep_strip(g0, two ? g0 + nb : g0, kn, strip);
+        }
+        const __mmask16 m = two ? 0xFFFF : 0x00FF;
+        for (int t = 0; t < tiles; ++t) {
+          const int r0 = srows * t / tiles, r1 = srows * (t + 1) / tiles;
+          kMicro[r1 - r0 - 1](strip, kn, t_act + r0 * QK_K, srows * QK_K, act_prep + r0, srows,
+                              a.y + (s0 + r0) * a.ldy + n, a.ldy, kc > 0, m);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void matmul_q4_kx8_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  if (a.R > kX8GemmMinRows) return kx8_gemm<block_q4_Kx8>(a, n0, n1);
   kquant_x8_matmul<block_q4_Kx8, Q4KX8Tile, 4, Q4KX8Rows>(a, n0, n1);
 }
 
 void matmul_q6_kx8_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  if (a.R > kX8GemmMinRows) return kx8_gemm<block_q6_Kx8>(a, n0, n1);
   kquant_x8_matmul<block_q6_Kx8, Q6KX8Tile, 2, Q6KX8Rows>(a, n0, n1);
 }
 
 void matmul_q5_kx8_q8_k_avx512(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  if (a.R > kX8GemmMinRows) return kx8_gemm<block_q5_Kx8>(a, n0, n1);
   kquant_x8_matmul<block_q5_Kx8, Q5KX8Tile, 4, Q5KX8Rows>(a, n0, n1);
 }
 

@@ -424,13 +424,25 @@ TEST_P(KQuantX8, GemmMatchesReference) {
 }
 
 // Ragged prefill batches: R = 17, 64, 65 cover full and partial activation-row tiles (4 rows on
-// AVX2, 4 or 8 on AVX-512) on top of several groups and two K.
+// AVX2; on AVX-512 the GEMM's tiles of up to 12 rows) on top of several groups and two K.
 TEST_P(KQuantX8, GemmRaggedRows) {
   if (kUnderEmulation) GTEST_SKIP() << "too slow under qemu; covered by the x86 build";
   uint32_t seed = 750;
   for (int64_t K : {512, 1280}) {
     for (int64_t R : {17, 64, 65}) check_x8_shape(GetParam(), 40, K, R, seed++);
   }
+}
+
+// The AVX-512 x8 GEMM's blocking (R > 9, all three formats): K chunks of <= 8 blocks split evenly
+// (17 blocks: 6 + 6 + 5; 60 blocks at the 12B's FFN width), super-tiles of <= 128 activation rows
+// (R = 129, 200: two super-tiles), row tiles of <= 12 (R = 13: 6 + 7; R = 12: one full tile),
+// 16-row weight strips with an 8-row tail (N = 40, and the two-"thread" split at row 8).
+TEST_P(KQuantX8, GemmBlockingEdges) {
+  if (kUnderEmulation) GTEST_SKIP() << "too slow under qemu; covered by the x86 build";
+  uint32_t seed = 780;
+  for (int64_t R : {12, 13, 129}) check_x8_shape(GetParam(), 40, 17 * 256, R, seed++);
+  check_x8_shape(GetParam(), 24, 512, 200, seed++);
+  check_x8_shape(GetParam(), 16, 15360, 10, seed++);  // the smallest GEMM batch
 }
 
 // Several ~512 KiB panels of groups (28 groups = 224 rows of Q4_Kx8 at K = 3840).
