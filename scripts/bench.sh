@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 cmake -S . -B build -G Ninja >/dev/null
 cmake --build build -j "$(nproc)" --target qgemma qgemma_bench
 
-FILTER='^(gemv/(q4_0x8|q8_0x8|q4_K|q5_K|q6_K|q4_Kx8|q5_Kx8|q6_Kx8)/(avx2|avx512)/K(3840_N15360|15360_N3840)/R1/|gemv/q4_0/(ref|avx2)/K(3840_N15360|15360_N3840)/R1/|gemm/q4_0x8/avx512/K(3840_N15360|15360_N3840)/R512/|attn/(global_mqa|sliding_gqa)/f16/avx512/)'
+FILTER='^(gemv/(q4_0x8|q8_0x8|q4_K|q5_K|q6_K|q4_Kx8|q5_Kx8|q6_Kx8)/(avx2|avx512)/K(3840_N15360|15360_N3840)/R1/|gemv/q4_0/(ref|avx2)/K(3840_N15360|15360_N3840)/R1/|gemm/(q4_0x8|q4_Kx8)/avx512/K(3840_N15360|15360_N3840)/R512/|attn/(global_mqa|sliding_gqa)/f16/avx512/)'
 build/bench/qgemma_bench --benchmark_filter="$FILTER" --benchmark_repetitions=5 \
   --benchmark_report_aggregates_only=true --benchmark_out="$OUT/kernels.json" \
   --benchmark_out_format=json >/dev/null
