@@ -29,8 +29,10 @@
 //    weights of [n0, n1) stream once from memory with software prefetch.
 //  - larger R (GEMM): K chunks of <= kChunkGemm blocks; super-tiles of <= kSuper activation rows
 //    whose prep is computed once per chunk (not once per N block: with a long K the N blocks are
-//    short and re-deriving the prep cost ~10%); N blocks of about kL2Target bytes of the chunk's
-//    weights, reused from L2 by every <= 12-row tile of the super-tile.
+//    short and re-deriving the prep cost ~10%); N blocks of 16-row strips decoded once per
+//    super-tile (decode_strip: the unpacked vectors and float scales micro16 would build, about
+//    kDecBytes per block, in L2) and read by every <= 12-row tile (micro16d: only the vpdpbusd
+//    and float work per tile; session 6, measured below).
 #if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VL__) || \
     !defined(__AVX512VNNI__)
 #error "matmul_x8_avx512.cpp needs -mavx512f -mavx512bw -mavx512vl -mavx512vnni"
@@ -58,10 +60,9 @@ constexpr int64_t kChunkGemv = 256;  // K blocks per chunk, R <= kMaxRB16 (8192 
 // chunk, so y is written once instead of written and then read and written again per chunk
 // (y is R x N floats: 31 MB for a 512-token batch through the 15360-row projections).
 constexpr int64_t kChunkGemm = 128;
-constexpr int64_t kSuper = 192;           // at most this many activation rows per GEMM super-tile
-constexpr size_t kL2Target = 512 * 1024;  // bytes of weights per GEMM N block
-constexpr int64_t kPrefetch32 = 8;        // blocks ahead, micro32 (4 streams)
-constexpr int64_t kPrefetch16 = 16;       // blocks ahead, micro16 streaming (2 streams)
+constexpr int64_t kSuper = 192;      // at most this many activation rows per GEMM super-tile
+constexpr int64_t kPrefetch32 = 8;   // blocks ahead, micro32 (4 streams)
+constexpr int64_t kPrefetch16 = 16;  // blocks ahead, micro16 streaming (2 streams)
 constexpr int64_t kPrepEntries = std::max(kSuper * kChunkGemm, kMaxRB16* kChunkGemv);  // 192 KiB
 
 // Per activation row and block: -offset * sum of the block's int8 values, and its scale. Stored
@@ -328,6 +329,81 @@ void tile_pass32(const typename Format<kQ4>::Block* w, int64_t nb, int64_t kc, i
   }
 }
 
+// ---- GEMM on pre-decoded strips -------------------------------------------------------------
+// A 16-row strip (groups g0, g1) of one K chunk decoded once per super-tile: per block the 8
+// vectors micro16 would build (Q4: low / high nibbles of chunks 0..3; Q8: chunks 0..7 with the
+// sign flipped) and the 16 rows' scales as floats. Every <= 12-row activation tile of the
+// super-tile then spends only its vpdpbusd and float work on the strip.
+struct DecodedBlock {
+  __m512i v[8];
+  __m512 d;
+};
+static_assert(sizeof(DecodedBlock) == 576);
+constexpr size_t kDecBytes = 256 * 1024;  // decoded strips per GEMM N block (L2)
+// One N block of decoded strips (+ one strip of slack for the rounding to 16 rows).
+alignas(64) thread_local DecodedBlock t_dec[kDecBytes / sizeof(DecodedBlock) + 2 * kChunkGemm];
+
+template <bool kQ4>
+void decode_strip(const typename Format<kQ4>::Block* g0, const typename Format<kQ4>::Block* g1,
+                  int64_t nb, DecodedBlock* out) {
+  const __m512i lo4 = _mm512_set1_epi8(0x0F);
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t b = 0; b < nb; ++b) {
+    DecodedBlock& o = out[b];
+    if constexpr (kQ4) {
+      for (int c = 0; c < 4; ++c) {
+        const __m512i v = load_pair(g0[b].qs + 32 * c, g1[b].qs + 32 * c);
+        o.v[2 * c] = _mm512_and_si512(v, lo4);
+        o.v[2 * c + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+      }
+    } else {
+      for (int c = 0; c < 8; ++c) {
+        o.v[c] = _mm512_xor_si512(load_pair(g0[b].qs + 32 * c, g1[b].qs + 32 * c), flip);
+      }
+    }
+    o.d = load_scales(g0[b].d, g1[b].d);
+  }
+}
+
+// micro16 on a decoded strip (same arithmetic, same order).
+template <bool kQ4, int RB>
+void micro16d(const DecodedBlock* db, int64_t nb, const block_q8_0* const* xr, const Prep* p,
+              int64_t ps, float* y, int64_t ldy, bool accumulate, __mmask16 m) {
+  __m512 acc[RB];
+#pragma GCC unroll 16
+  for (int r = 0; r < RB; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const Prep* pb = p + b * ps;
+    const DecodedBlock& o = db[b];
+    __m512i i[RB];
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; ++r) i[r] = _mm512_set1_epi32(pb[r].ncorr);
+#pragma GCC unroll 16
+    for (int c = 0; c < 8; ++c) {
+      const __m512i v = _mm512_load_si512(&o.v[c]);
+      // Q4: vector 2c' holds elements 4c'.. (activation bytes 4c'), 2c' + 1 elements 16 + 4c'.
+      const int off = kQ4 ? (c % 2 ? 16 + 4 * (c / 2) : 4 * (c / 2)) : 4 * c;
+#pragma GCC unroll 16
+      for (int r = 0; r < RB; ++r) i[r] = dpbusd_x(i[r], v, xr[r][b].qs + off);
+    }
+    const __m512 dw = _mm512_load_ps(&o.d);
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; ++r) {
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i[r]),
+                               _mm512_mul_ps(dw, _mm512_set1_ps(pb[r].dx)), acc[r]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < RB; ++r) store_tile(y + r * ldy, acc[r], m, accumulate);
+}
+
+template <bool kQ4, int... RB>
+constexpr auto micro16d_table(std::integer_sequence<int, RB...>) {
+  return std::array<void (*)(const DecodedBlock*, int64_t, const block_q8_0* const*, const Prep*,
+                             int64_t, float*, int64_t, bool, __mmask16),
+                    sizeof...(RB)>{micro16d<kQ4, RB + 1>...};
+}
+
 // Part length splitting n into parts of at most max_len, all about the same length.
 inline int64_t balanced_split(int64_t n, int64_t max_len) {
   const int64_t parts = (n + max_len - 1) / max_len;
@@ -368,19 +444,32 @@ void matmul_x8(const MatmulArgs& a, int64_t n0, int64_t n1) {
   const int64_t super = balanced_split(a.R, kSuper);
   for (int64_t kc = 0; kc < nb; kc += step) {
     const int64_t kn = std::min(step, nb - kc);
-    const int64_t row_bytes = kn * static_cast<int64_t>(sizeof(Block)) / 8;
-    const int64_t n_block = std::max<int64_t>(16, kL2Target / row_bytes / 16 * 16);
     for (int64_t s0 = 0; s0 < a.R; s0 += super) {
       const int srows = static_cast<int>(std::min<int64_t>(super, a.R - s0));
       for (int r = 0; r < srows; ++r) xr[r] = xrow(s0 + r) + kc;
       prepare<kQ4>(xr, srows, kn, prep, srows);
       const int tiles = (srows + kMaxRB16 - 1) / kMaxRB16;
-      for (int64_t nbeg = n0; nbeg < n1; nbeg += n_block) {
-        const int64_t nend = std::min(n1, nbeg + n_block);
+      // Strips of n_dec rows decoded once (kDecBytes of DecodedBlocks), reused by every tile.
+      const int64_t n_dec = std::max<int64_t>(16, kDecBytes / (kn * 36) / 16 * 16);
+      for (int64_t nbeg = n0; nbeg < n1; nbeg += n_dec) {
+        const int64_t nend = std::min(n1, nbeg + n_dec);
+        DecodedBlock* dec = t_dec;
+        int strips = 0;
+        for (int64_t n = nbeg; n < nend; n += 16, ++strips) {
+          const auto* g0 = w + (n / 8) * nb + kc;
+          const auto* g1 = nend - n >= 16 ? g0 + nb : g0;
+          decode_strip<kQ4>(g0, g1, kn, dec + strips * kn);
+        }
+        static constexpr auto kFns =
+            micro16d_table<kQ4>(std::make_integer_sequence<int, kMaxRB16>{});
         for (int t = 0; t < tiles; ++t) {
           const int r0 = srows * t / tiles, r1 = srows * (t + 1) / tiles;
-          tile_pass16<kQ4, false>(w, nb, kc, kn, nbeg, nend, r1 - r0, xr + r0, prep + r0, srows,
-                                  a.y + (s0 + r0) * a.ldy, a.ldy, kc > 0);
+          const auto fn = kFns[r1 - r0 - 1];
+          int si = 0;
+          for (int64_t n = nbeg; n < nend; n += 16, ++si) {
+            fn(dec + si * kn, kn, xr + r0, prep + r0, srows, a.y + (s0 + r0) * a.ldy + n, a.ldy,
+               kc > 0, nend - n >= 16 ? 0xFFFF : 0x00FF);
+          }
         }
       }
     }

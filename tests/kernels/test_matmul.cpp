@@ -231,7 +231,8 @@ TEST_P(MatmulTest, Gemma12BGemvShapes) {
 }
 
 // The repacked layouts' tile paths (AVX-512: 32-row tiles for R <= 9, 16-row tiles for R <= 12,
-// GEMM super-tiles of <= 192 rows in <= 12-row tiles and K chunks of <= 128 blocks): every R from
+// GEMM super-tiles of <= 192 rows in <= 12-row tiles, K chunks of <= 128 blocks and N blocks of
+// decoded 16-row strips): every R from
 // 1 to 14, R around the super-tile size, an odd number of 8-row groups (partial 32- and 16-row
 // tiles), sub-ranges starting on 8-row boundaries, and K spanning several chunks.
 TEST(MatmulX8, EveryRowCountAndTilePath) {
@@ -244,6 +245,9 @@ TEST(MatmulX8, EveryRowCountAndTilePath) {
       }
       for (int64_t R : {95, 96, 97, 130, 191, 192, 193, 250})
         check(wtype, v.fn, v.name, 40, 32 * 130, R, 0, 40, rng);
+      // Several N blocks of decoded strips (48 rows at 130 blocks) with an 8-row tail strip.
+      check(wtype, v.fn, v.name, 120, 32 * 130, 30, 0, 120, rng);
+      check(wtype, v.fn, v.name, 120, 32 * 130, 13, 8, 120, rng);
       if (!under_qemu()) {
         for (int64_t R : {5, 9, 12}) check(wtype, v.fn, v.name, 24, 8224, R, 0, 24, rng);
         check(wtype, v.fn, v.name, 24, 32 * 300, 100, 8, 24, rng);  // 3 chunks of 100 blocks
