@@ -21,10 +21,25 @@ endfunction()
 set(QGEMMA_WEIGHT_VARIANTS
   q4_0 "WTYPE_Q4_0" q8_0 "WTYPE_Q8_0" q4_k "WTYPE_Q4_K" q6_k "WTYPE_Q6_K"
   f16 "WTYPE_F16" bf16 "WTYPE_BF16" f32 "WTYPE_F32" q5_k "WTYPE_Q5_K")
-qgemma_shader_variants(mul_mat_vec ${QGEMMA_WEIGHT_VARIANTS})
+# The same with subgroup reductions (<variant>_sg, SUBGROUP_REDUCE: see shaders/reduce.glsl).
+set(QGEMMA_WEIGHT_VARIANTS_SG)
+list(LENGTH QGEMMA_WEIGHT_VARIANTS _n)
+math(EXPR _last "${_n} - 1")
+foreach(_i RANGE 0 ${_last} 2)
+  math(EXPR _j "${_i} + 1")
+  list(GET QGEMMA_WEIGHT_VARIANTS ${_i} _v)
+  list(GET QGEMMA_WEIGHT_VARIANTS ${_j} _d)
+  list(APPEND QGEMMA_WEIGHT_VARIANTS_SG ${_v} ${_d} ${_v}_sg "${_d},SUBGROUP_REDUCE")
+endforeach()
+qgemma_shader_variants(mul_mat_vec ${QGEMMA_WEIGHT_VARIANTS_SG})
 qgemma_shader_variants(mul_mm ${QGEMMA_WEIGHT_VARIANTS})
 # Integer dot products (SPV_KHR_integer_dot_product) against Q8 activations.
-qgemma_shader_variants(mul_mat_vec_q8 q4_0 "WTYPE_Q4_0" q8_0 "WTYPE_Q8_0")
+qgemma_shader_variants(mul_mat_vec_q8 q4_0 "WTYPE_Q4_0" q8_0 "WTYPE_Q8_0"
+  q4_0_sg "WTYPE_Q4_0,SUBGROUP_REDUCE" q8_0_sg "WTYPE_Q8_0,SUBGROUP_REDUCE")
+# Row reductions (shaders/reduce.glsl): a shared-memory module and a subgroup one.
+foreach(_s rms_norm layer_norm norm_chain head_norm_rope softmax)
+  qgemma_shader_variants(${_s} - "" sg "SUBGROUP_REDUCE")
+endforeach()
 qgemma_shader_variants(mul_mm_q8 q4_0 "WTYPE_Q4_0" q8_0 "WTYPE_Q8_0")
 qgemma_shader_variants(get_rows ${QGEMMA_WEIGHT_VARIANTS})
 # KV cache formats of flash attention.

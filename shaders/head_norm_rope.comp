@@ -9,6 +9,9 @@
 // STORE = 1 (F16) or 2 (Q8_0): the K and V rows are also written into the KV cache rows of
 // slot slots[t] (kv_store.comp's formats and rounding, so the bytes equal the CPU's).
 #extension GL_GOOGLE_include_directive : require
+#ifdef SUBGROUP_REDUCE
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
 
 layout(constant_id = 0) const uint WG = 64;
 layout(constant_id = 1) const uint ITEMS = 2;

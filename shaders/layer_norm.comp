@@ -2,6 +2,9 @@
 // LayerNorm of each row: y = (x - mean) / sqrt(var + eps) * w + b (biased variance).
 // HAS_WEIGHT / HAS_BIAS select the optional terms. One workgroup per row; y may alias x.
 #extension GL_GOOGLE_include_directive : require
+#ifdef SUBGROUP_REDUCE
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
 
 layout(constant_id = 0) const uint WG = 128;
 layout(constant_id = 1) const bool HAS_WEIGHT = true;

@@ -3,6 +3,9 @@
 // columns, float activations. One workgroup computes NROWS rows; each weight byte is read once
 // for all columns. Compile-time variant: the weight format (WTYPE_*, see dequant.glsl).
 #extension GL_GOOGLE_include_directive : require
+#ifdef SUBGROUP_REDUCE
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
 
 layout(constant_id = 0) const uint WG = 64;    // threads (power of two)
 layout(constant_id = 1) const uint NCOLS = 1;  // activation columns
@@ -58,16 +61,33 @@ void main() {
   }
 #endif
 
-  for (uint i = 0; i < NROWS * NCOLS; ++i) red[i * WG + tid] = acc[i];
+  // The workgroup's sum of accumulator i ends in red[i * WG] (as in mul_mat_vec_q8).
+  const uint NACC = NROWS * NCOLS;
+#ifdef SUBGROUP_REDUCE
+  for (uint i = 0; i < NACC; ++i) acc[i] = subgroupAdd(acc[i]);
+  if (subgroupElect()) {
+    for (uint i = 0; i < NACC; ++i) red[i * WG + gl_SubgroupID] = acc[i];
+  }
   barrier();
-  for (uint s = WG / 2u; s > 0u; s >>= 1) {
+  for (uint i = tid; i < NACC; i += WG) {
+    float v = red[i * WG];
+    for (uint s = 1u; s < gl_NumSubgroups; ++s) v += red[i * WG + s];
+    red[i * WG] = v;
+  }
+#else
+  for (uint i = 0; i < NACC; ++i) red[i * WG + tid] = acc[i];
+  barrier();
+  for (uint s = WG / 2u; s > 1u; s >>= 1) {
     if (tid < s) {
-      for (uint i = 0; i < NROWS * NCOLS; ++i) red[i * WG + tid] += red[i * WG + tid + s];
+      for (uint i = 0; i < NACC; ++i) red[i * WG + tid] += red[i * WG + tid + s];
     }
     barrier();
   }
-  if (tid < NROWS * NCOLS) {
-    const uint r = tid / NCOLS, c = tid % NCOLS;
-    if (row0 + r < p.rows) y[c * p.y_stride + row0 + r] = red[tid * WG];
+  for (uint i = tid; i < NACC; i += WG) red[i * WG] += red[i * WG + 1u];
+#endif
+  barrier();
+  for (uint t = tid; t < NACC; t += WG) {
+    const uint r = t / NCOLS, c = t % NCOLS;
+    if (row0 + r < p.rows) y[c * p.y_stride + row0 + r] = red[t * WG];
   }
 }

@@ -9,6 +9,9 @@
 // rest segment 2. GLU = true (NSEG = 2, M0 = M1): each workgroup computes the same rows of w0
 // (gate) and w1 (up) and writes y0 = gelu_tanh(gate) * up (glu.comp's formula).
 #extension GL_GOOGLE_include_directive : require
+#ifdef SUBGROUP_REDUCE
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
 #extension GL_EXT_spirv_intrinsics : require
 
 // OpSDot (4450) with capabilities DotProduct (6019) and DotProductInput4x8BitPacked (6018);
@@ -125,20 +128,36 @@ void main() {
     for (uint b = tid; b < nblocks; b += WG) DOT_BLOCK(w2, b, row0, rows, 0u)
   }
 
+  // The workgroup's sum of accumulator i ends in red[i * WG].
+#ifdef SUBGROUP_REDUCE
+  for (uint i = 0; i < NACC; ++i) acc[i] = subgroupAdd(acc[i]);
+  if (subgroupElect()) {
+    for (uint i = 0; i < NACC; ++i) red[i * WG + gl_SubgroupID] = acc[i];
+  }
+  barrier();
+  for (uint i = tid; i < NACC; i += WG) {
+    float v = red[i * WG];
+    for (uint s = 1u; s < gl_NumSubgroups; ++s) v += red[i * WG + s];
+    red[i * WG] = v;
+  }
+#else
   for (uint i = 0; i < NACC; ++i) red[i * WG + tid] = acc[i];
   barrier();
-  for (uint s = WG / 2u; s > 0u; s >>= 1) {
+  for (uint s = WG / 2u; s > 1u; s >>= 1) {
     if (tid < s) {
       for (uint i = 0; i < NACC; ++i) red[i * WG + tid] += red[i * WG + tid + s];
     }
     barrier();
   }
-  if (tid < NROWS * NCOLS) {
-    const uint r = tid / NCOLS, c = tid % NCOLS, row = row0 + r;
-    if (row >= rows) return;
-    const float v = red[tid * WG];
+  for (uint i = tid; i < NACC; i += WG) red[i * WG] += red[i * WG + 1u];
+#endif
+  barrier();
+  for (uint t = tid; t < NROWS * NCOLS; t += WG) {
+    const uint r = t / NCOLS, c = t % NCOLS, row = row0 + r;
+    if (row >= rows) continue;
+    const float v = red[t * WG];
     if (GLU) {
-      y0[c * p.ys0 + row] = gelu_tanh(v) * red[(NROWS * NCOLS + tid) * WG];
+      y0[c * p.ys0 + row] = gelu_tanh(v) * red[(NROWS * NCOLS + t) * WG];
     } else if (seg == 0u) {
       y0[c * p.ys0 + row] = v;
     } else if (seg == 1u) {

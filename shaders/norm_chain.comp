@@ -11,6 +11,9 @@
 // tid + k * WG (k < ITEMS), n % 4 == 0 (Q8: n % 32 == 0). Outputs may not alias inputs of
 // other rows; within a row every read happens before the first write.
 #extension GL_GOOGLE_include_directive : require
+#ifdef SUBGROUP_REDUCE
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
 
 layout(constant_id = 0) const uint WG = 128;
 layout(constant_id = 1) const uint ITEMS = 1;

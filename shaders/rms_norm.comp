@@ -4,6 +4,9 @@
 // (Gemma 4's V norm). One workgroup per row (WG threads, chosen by the launcher from the row
 // length); y may alias x.
 #extension GL_GOOGLE_include_directive : require
+#ifdef SUBGROUP_REDUCE
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
 
 layout(constant_id = 0) const uint WG = 128;
 layout(constant_id = 1) const bool HAS_WEIGHT = true;

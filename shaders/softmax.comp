@@ -2,6 +2,9 @@
 // Softmax of each row of n floats: y = exp(x - max) / sum(exp(x - max)). One workgroup per
 // row; y may alias x.
 #extension GL_GOOGLE_include_directive : require
+#ifdef SUBGROUP_REDUCE
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
 
 layout(constant_id = 0) const uint WG = 128;
 layout(local_size_x_id = 0) in;

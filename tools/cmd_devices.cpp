@@ -67,6 +67,7 @@ int run_devices(const DevicesOptions& o) {
                      {"int8", d.int8},
                      {"subgroup_size", d.subgroup_size},
                      {"subgroup_size_range", {d.min_subgroup_size, d.max_subgroup_size}},
+                     {"subgroup_arithmetic", d.subgroup_arithmetic},
                      {"integer_dot_product", d.int_dot},
                      {"integer_dot_product_accelerated", d.int_dot_accelerated},
                      {"cooperative_matrix", d.coopmat},
@@ -86,8 +87,10 @@ int run_devices(const DevicesOptions& o) {
     std::printf("      16-bit storage %s, 8-bit storage %s, float16 %s, int8 %s\n",
                 yes_no(d.storage_16bit), yes_no(d.storage_8bit), yes_no(d.float16), yes_no(d.int8));
     std::printf(
-        "      subgroup %u (range %u-%u), integer dot product %s%s, cooperative matrix %s\n",
-        d.subgroup_size, d.min_subgroup_size, d.max_subgroup_size, yes_no(d.int_dot),
+        "      subgroup %u (range %u-%u, arithmetic %s), integer dot product %s%s, cooperative "
+        "matrix %s\n",
+        d.subgroup_size, d.min_subgroup_size, d.max_subgroup_size, yes_no(d.subgroup_arithmetic),
+        yes_no(d.int_dot),
         d.int_dot ? (d.int_dot_accelerated ? " (accelerated)" : " (emulated)") : "",
         yes_no(d.coopmat));
   }

@@ -90,6 +90,51 @@ static void check_matmul(const char* op, TensorType wtype, const View& w, const 
   require_view(y, ((size_t)(N - 1) * ys + M) * 4, op, "output");
 }
 
+static int& subgroup_reduce_override() {
+  // -1: automatic; 0 / 1: forced by set_subgroup_reduce (tests, measurements).
+  static int v = -1;
+  return v;
+}
+
+bool subgroup_reduce_enabled(const Device& dev) {
+  // QGEMMA_VK_SUBGROUP=0 forces the shared-memory reductions (A/B on real GPUs).
+  static const bool disabled = [] {
+    const char* e = std::getenv("QGEMMA_VK_SUBGROUP");
+    return e && *e == '0';
+  }();
+  const int o = subgroup_reduce_override();
+  if (o >= 0) return o == 1 && dev.info().subgroup_arithmetic;
+  return !disabled && dev.info().subgroup_arithmetic;
+}
+
+void set_subgroup_reduce(int mode) {
+  require(mode >= -1 && mode <= 1, "set_subgroup_reduce", "mode outside [-1, 1]");
+  subgroup_reduce_override() = mode;
+}
+
+// The module of a shader with workgroup reductions: <name>_sg when subgroup reductions are on.
+static std::string reduction_module(const Device& dev, std::string name) {
+  return subgroup_reduce_enabled(dev) ? name + "_sg" : name;
+}
+
+static uint32_t& matvec_wg_setting() {
+  // QGEMMA_VK_MV_WG=N (32, 64, 128 or 256): threads per workgroup of the matrix-vector shaders.
+  // Default 64; a knob for measuring on real GPUs.
+  static uint32_t wg = [] {
+    const char* e = std::getenv("QGEMMA_VK_MV_WG");
+    const int v = e ? std::atoi(e) : 0;
+    return v == 32 || v == 64 || v == 128 || v == 256 ? (uint32_t)v : 64u;
+  }();
+  return wg;
+}
+
+uint32_t matvec_wg() { return matvec_wg_setting(); }
+void set_matvec_wg(uint32_t wg) {
+  require(wg == 32 || wg == 64 || wg == 128 || wg == 256, "set_matvec_wg",
+          "threads per workgroup must be 32, 64, 128 or 256");
+  matvec_wg_setting() = wg;
+}
+
 void mul_mat_vec(Recorder& rec, TensorType wtype, View w, View x, View y, uint32_t M, uint32_t K,
                  uint32_t N, uint32_t x_stride, uint32_t y_stride) {
   if (!x_stride) x_stride = K;
@@ -97,9 +142,10 @@ void mul_mat_vec(Recorder& rec, TensorType wtype, View w, View x, View y, uint32
   require(N >= 1 && N <= 8, "mul_mat_vec", "N = " + std::to_string(N) + " outside [1, 8]");
   check_matmul("mul_mat_vec", wtype, w, x, y, M, K, N, x_stride, y_stride);
   constexpr uint32_t kRows = 2;
-  const uint32_t spec[] = {64, N, kRows};
-  const Pipeline& p =
-      rec.device().pipeline(std::string("mul_mat_vec_") + format_suffix(wtype), spec, 3, 24);
+  const uint32_t spec[] = {matvec_wg(), N, kRows};
+  const Pipeline& p = rec.device().pipeline(
+      reduction_module(rec.device(), std::string("mul_mat_vec_") + format_suffix(wtype)), spec, 3,
+      24);
   const Grid g = fold(ceil_div(M, kRows));
   const uint32_t push[] = {M, K, (uint32_t)row_size(wtype, K), x_stride, y_stride, g.x};
   const Arg args[] = {{w, false}, {x, false}, {y, true}};
@@ -182,9 +228,16 @@ static void mul_mat_vec_q8_impl(Recorder& rec, TensorType wtype, uint32_t n_seg,
     if (!(glu && i == 1)) require_view(y[i], ((size_t)(N - 1) * ys[i] + M[i]) * 4, op, "output");
     groups[i] = glu && i > 0 ? 0 : ceil_div(M[i], kRows);
   }
-  const uint32_t spec[] = {64, N, kRows, n_seg, glu ? 1u : 0u};
-  const Pipeline& p =
-      rec.device().pipeline(std::string("mul_mat_vec_q8_") + format_suffix(wtype), spec, 7, 48);
+  const size_t shared = (size_t)(glu ? 2 : 1) * kRows * N * matvec_wg() * 4;
+  require(shared <= rec.device().info().max_shared_memory, op,
+          "rows x columns x threads per workgroup need " + std::to_string(shared) +
+              " bytes of shared memory, the device has " +
+              std::to_string(rec.device().info().max_shared_memory) +
+              " (lower QGEMMA_VK_MV_ROWS or QGEMMA_VK_MV_WG)");
+  const uint32_t spec[] = {matvec_wg(), N, kRows, n_seg, glu ? 1u : 0u};
+  const Pipeline& p = rec.device().pipeline(
+      reduction_module(rec.device(), std::string("mul_mat_vec_q8_") + format_suffix(wtype)), spec,
+      7, 48);
   const uint32_t g0 = glu ? 0xFFFFFFFFu : groups[0], g1 = groups[0] + groups[1];
   const Grid g = fold((uint64_t)groups[0] + groups[1] + groups[2]);
   uint32_t m[3] = {0, 0, 0};  // M holds n_seg entries
@@ -410,7 +463,8 @@ void norm_chain(Recorder& rec, const NormChain& c) {
                            c.norm2 ? 1u : 0u,
                            has_w2 ? 1u : 0u,
                            c.xq.buffer ? 1u : 0u};
-  const Pipeline& p = rec.device().pipeline("norm_chain", spec, 7, 24);
+  const Pipeline& p =
+      rec.device().pipeline(reduction_module(rec.device(), "norm_chain"), spec, 7, 24);
   const Grid g = fold(c.rows);
   struct {
     uint32_t n, rows, gx;
@@ -466,7 +520,8 @@ void head_norm_rope(Recorder& rec, const HeadNormRope& h) {
   while (wg < 256 && wg * 2 <= half) wg *= 2;
   const uint32_t spec[] = {wg, ceil_div(half, wg),
                            store ? (h.kv_type == TensorType::F16 ? 1u : 2u) : 0u};
-  const Pipeline& p = rec.device().pipeline("head_norm_rope", spec, 14, 52);
+  const Pipeline& p =
+      rec.device().pipeline(reduction_module(rec.device(), "head_norm_rope"), spec, 14, 52);
   const uint32_t heads = h.n_q_head + h.n_k_head + h.n_v_head;
   if (heads == 0) return;
   const Grid g = fold((uint64_t)h.tokens * heads);
@@ -510,7 +565,8 @@ void rms_norm(Recorder& rec, View x, View w, View y, uint32_t n, uint32_t rows, 
   uint32_t wg = 32;
   while (wg < 512 && wg * 8 < n && wg * 2 <= rec.device().info().max_workgroup_invocations) wg *= 2;
   const uint32_t spec[] = {wg, w.buffer ? 1u : 0u};
-  const Pipeline& p = rec.device().pipeline("rms_norm", spec, 3, 16);
+  const Pipeline& p =
+      rec.device().pipeline(reduction_module(rec.device(), "rms_norm"), spec, 3, 16);
   const Grid g = fold(rows);
   struct {
     uint32_t n, rows, gx;
@@ -527,7 +583,8 @@ void layer_norm(Recorder& rec, View x, View w, View b, View y, uint32_t n, uint3
   if (w.buffer) require_view(w, (size_t)n * 4, "layer_norm", "weight");
   if (b.buffer) require_view(b, (size_t)n * 4, "layer_norm", "bias");
   const uint32_t spec[] = {128, w.buffer ? 1u : 0u, b.buffer ? 1u : 0u};
-  const Pipeline& p = rec.device().pipeline("layer_norm", spec, 4, 16);
+  const Pipeline& p =
+      rec.device().pipeline(reduction_module(rec.device(), "layer_norm"), spec, 4, 16);
   const Grid g = fold(rows);
   struct {
     uint32_t n, rows, gx;
@@ -542,7 +599,7 @@ void softmax(Recorder& rec, View x, View y, uint32_t n, uint32_t rows) {
   require_view(x, (size_t)n * rows * 4, "softmax", "x");
   require_view(y, (size_t)n * rows * 4, "softmax", "y");
   const uint32_t spec[] = {128};
-  const Pipeline& p = rec.device().pipeline("softmax", spec, 2, 12);
+  const Pipeline& p = rec.device().pipeline(reduction_module(rec.device(), "softmax"), spec, 2, 12);
   const Grid g = fold(rows);
   const uint32_t push[] = {n, rows, g.x};
   const Arg args[] = {{x, false}, {y, true}};

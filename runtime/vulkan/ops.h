@@ -48,6 +48,17 @@ bool mm_int_dot_enabled(const Device& dev, TensorType wtype);
 // Weight rows per workgroup of mul_mat_vec_q8 (default 2, environment QGEMMA_VK_MV_ROWS).
 uint32_t matvec_rows();
 void set_matvec_rows(uint32_t rows);  // 1..16 (tests, measurements)
+// Threads per workgroup of the matrix-vector shaders (QGEMMA_VK_MV_WG: 32, 64, 128, 256;
+// default 64).
+uint32_t matvec_wg();
+void set_matvec_wg(uint32_t wg);  // tests, measurements
+// Whether the shaders with workgroup reductions (matrix-vector, norms, softmax) use their
+// subgroup modules (subgroupAdd/Max, then one pass over the subgroups; <name>_sg): when the
+// device has subgroup arithmetic in compute shaders, unless QGEMMA_VK_SUBGROUP=0.
+// set_subgroup_reduce(0 / 1) forces the shared-memory / subgroup modules (1 still needs the
+// device's support), -1 restores the automatic choice (tests, measurements).
+bool subgroup_reduce_enabled(const Device& dev);
+void set_subgroup_reduce(int mode);
 void mul_mat_vec_q8_multi(Recorder& rec, TensorType wtype, uint32_t n_seg, const View* w,
                           const uint32_t* M, const View* y, View xq, uint32_t K, uint32_t N,
                           bool glu = false);

@@ -4,10 +4,13 @@
 #   1. `qgemma devices` (the GPU must be listed, type discrete) and its measured read bandwidth;
 #   2. `qgemma bench --backend vulkan -p 512 -n 128` on the synthetic 12B Q4_0 and decode's
 #      fraction of the measured bandwidth (bytes of weights per token / bandwidth);
-#   2b. decode A/B, -p 0 -n 64 -r 2 each (VKB_AB_MODES, default "fused unfused rows4"): fused
-#      (the default), unfused (QGEMMA_VK_NO_FUSE=1: one dispatch per graph node, the decode
-#      structure before fusion), rowsN (QGEMMA_VK_MV_ROWS=N weight rows per workgroup of the
-#      int8 matrix-vector shader instead of 2);
+#   2b. decode A/B, -p 0 -n 64 -r 2 each (VKB_AB_MODES, default
+#      "fused unfused sg0 rows4 rows8 wg32 wg128 rows4wg128"): fused (the default), unfused
+#      (QGEMMA_VK_NO_FUSE=1: one dispatch per graph node, the decode structure before fusion),
+#      sg0 (QGEMMA_VK_SUBGROUP=0: shared-memory reductions instead of subgroupAdd), rowsN
+#      (QGEMMA_VK_MV_ROWS=N weight rows per workgroup of the int8 matrix-vector shader instead
+#      of 2), wgN (QGEMMA_VK_MV_WG=N threads per matrix-vector workgroup instead of 64),
+#      rowsNwgM (both);
 #   3. one more run with QGEMMA_VK_PROFILE=1: GPU time per pipeline for prefill and decode, and
 #      the dispatches and barriers per decode token (fused and unfused);
 #   4. the shader tests (tests/vulkan) run on the GPU instead of lavapipe.
@@ -115,10 +118,13 @@ PY
 # --- 2b. fusion A/B (decode only) ---------------------------------------------------------------
 echo "[${SECONDS}s] step 2b"
 if [ -z "${VKB_SKIP_AB:-}" ]; then
-  for mode in ${VKB_AB_MODES:-fused unfused rows4}; do
+  for mode in ${VKB_AB_MODES:-fused unfused sg0 rows4 rows8 wg32 wg128 rows4wg128}; do
     case $mode in
       unfused) envs=QGEMMA_VK_NO_FUSE=1 ;;
+      sg0) envs=QGEMMA_VK_SUBGROUP=0 ;;
+      rows*wg*) r=${mode#rows}; envs="QGEMMA_VK_MV_ROWS=${r%wg*} QGEMMA_VK_MV_WG=${mode#*wg}" ;;
       rows*) envs=QGEMMA_VK_MV_ROWS=${mode#rows} ;;
+      wg*) envs=QGEMMA_VK_MV_WG=${mode#wg} ;;
       *) envs=QGEMMA_VK_AB=fused ;;
     esac
     env $envs "$QGEMMA" bench -m "$MODEL" \

@@ -361,6 +361,78 @@ TEST(VulkanMatmul, MultiMatrixAndGluDispatchesMatchMatmulRef) {
   set_matvec_rows(default_rows);
 }
 
+// Both reduction modules of the matrix-vector shaders (shared-memory tree; subgroupAdd then one
+// pass over the subgroups) and other workgroup sizes (QGEMMA_VK_MV_WG) against the references.
+// Q4_0 x 8 columns x 8 rows per workgroup with GeGLU has 128 accumulators per workgroup, more
+// than 32 threads: each thread writes several outputs.
+TEST(VulkanMatmul, MatVecReductionModulesAndWorkgroupSizes) {
+  Device& dev = test_device();
+  const uint32_t default_rows = matvec_rows(), default_wg = matvec_wg();
+  uint32_t seed = 700;
+  const uint32_t K = 288, M = 21, N = 8;  // 9 blocks; M not a multiple of the 8 rows
+  const Weights wk = make_weights(TensorType::Q4_K, M, 512, seed++);
+  const Weights wg = make_weights(TensorType::Q4_0, M, K, seed++),
+                wu = make_weights(TensorType::Q4_0, M, K, seed++);
+  const std::vector<float> xk = random_floats((size_t)N * 512, seed++),
+                           x = random_floats((size_t)N * K, seed++);
+  std::vector<block_q8_0> xq_cpu((size_t)N * K / 32);
+  for (uint32_t n = 0; n < N; ++n)
+    quantize_row_q8_0_ref(x.data() + (size_t)n * K, xq_cpu.data() + (size_t)n * K / 32, K);
+  auto ref_q8 = [&](const Weights& w) {
+    std::vector<float> y((size_t)N * M);
+    MatmulArgs a;
+    a.w = w.bytes.data();
+    a.x = xq_cpu.data();
+    a.ldx = row_size(TensorType::Q8_0, K);
+    a.y = y.data();
+    a.ldy = M;
+    a.K = K;
+    a.R = N;
+    matmul_ref(TensorType::Q4_0, a, 0, M);
+    return y;
+  };
+  const std::vector<float> g = ref_q8(wg), u = ref_q8(wu);
+  std::vector<float> want_glu(g.size());
+  geglu_tanh_f32_ref(g.data(), u.data(), want_glu.data(), (int64_t)want_glu.size());
+  std::vector<double> want_k, mag_k;
+  reference(wk, xk, M, 512, N, &want_k, &mag_k);
+  const bool int_dot = int_dot_supported(dev, TensorType::Q4_0);
+  for (int mode : {0, 1}) {
+    if (mode == 1 && !dev.info().subgroup_arithmetic) continue;  // shared-memory only
+    set_subgroup_reduce(mode);
+    for (uint32_t threads : {32u, 128u}) {
+      set_matvec_wg(threads);
+      set_matvec_rows(threads == 32 ? 8 : 2);
+      const std::string what = std::string(mode ? "subgroup" : "shared-memory") + " reduction, " +
+                               std::to_string(threads) + " threads";
+      Buffer wkb = to_gpu(wk.bytes), xkb = to_gpu(xk), ykb = gpu_zeros((size_t)N * M * 4);
+      Buffer wgb = to_gpu(wg.bytes), wub = to_gpu(wu.bytes), xb = to_gpu(x);
+      Buffer xq = gpu_zeros(q8_activation_bytes(K, N)), glu = gpu_zeros((size_t)N * M * 4);
+      Recorder rec(dev);
+      mul_mat_vec(rec, TensorType::Q4_K, wkb, xkb, ykb, M, 512, N);
+      if (int_dot) {
+        const View gw[2] = {wgb, wub}, gy[2] = {glu, glu};
+        const uint32_t FM[2] = {M, M};
+        quantize_q8(rec, xb, xq, K, N);
+        mul_mat_vec_q8_multi(rec, TensorType::Q4_0, 2, gw, FM, gy, xq, K, N, true);
+      }
+      rec.submit_and_wait();
+      expect_close(from_gpu<float>(ykb, (size_t)N * M), want_k, mag_k, 1e-5,
+                   "mul_mat_vec q4_K, " + what);
+      if (int_dot) {
+        const std::vector<float> got = from_gpu<float>(glu, want_glu.size());
+        for (size_t e = 0; e < want_glu.size(); ++e)
+          ASSERT_NEAR(got[e], want_glu[e], 1e-4f * (1 + std::fabs(want_glu[e])))
+              << "mul_mat_vec_q8 glu, " << what << ", element " << e;
+      }
+    }
+  }
+  set_subgroup_reduce(-1);
+  set_matvec_wg(default_wg);
+  set_matvec_rows(default_rows);
+  EXPECT_THROW(set_matvec_wg(48), Error);
+}
+
 TEST(VulkanMatmul, RejectsBadShapes) {
   Device& dev = test_device();
   const Weights w = make_weights(TensorType::Q4_K, 4, 256, 1);

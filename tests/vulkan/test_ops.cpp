@@ -36,6 +36,12 @@ void expect_near_all(const std::vector<float>& got, const std::vector<float>& wa
   }
 }
 
+// The reduction modules a test runs under: 0 (shared memory) always, 1 (subgroup) where the
+// device has subgroup arithmetic.
+std::vector<int> reduction_modes(const Device& dev) {
+  return dev.info().subgroup_arithmetic ? std::vector<int>{0, 1} : std::vector<int>{0};
+}
+
 TEST(VulkanOps, RmsNorm) {
   Device& dev = test_device();
   const uint32_t n = 300, rows = 5, head_dim = 96, heads = 7;
@@ -190,6 +196,42 @@ TEST(VulkanOps, SoftmaxArgmax) {
   EXPECT_EQ(idx[2], 100);
 }
 
+// The row shaders' two reduction modules (reduce.glsl: shared-memory tree; subgroupAdd/Max then
+// one pass over the subgroups) against the references: rms_norm over 300 (64 threads) and 3840
+// (512 threads) floats, layer_norm, softmax over a row with a clear maximum.
+TEST(VulkanOps, RowReductionModulesAgreeWithReferences) {
+  Device& dev = test_device();
+  for (int mode : {0, 1}) {
+    if (mode == 1 && !dev.info().subgroup_arithmetic) continue;
+    set_subgroup_reduce(mode);
+    EXPECT_EQ(subgroup_reduce_enabled(dev), mode == 1);
+    const std::string what = mode ? " (subgroup)" : " (shared memory)";
+    for (uint32_t n : {300u, 3840u}) {
+      const uint32_t rows = 3;
+      const std::vector<float> x = random_floats((size_t)n * rows, 40 + n, -3, 3),
+                               w = random_floats(n, 41), b = random_floats(n, 42);
+      Buffer xb = to_gpu(x), wb = to_gpu(w), bb = to_gpu(b), yr = gpu_zeros(x.size() * 4),
+             yl = gpu_zeros(x.size() * 4), ys = gpu_zeros(x.size() * 4);
+      Recorder rec(dev);
+      rms_norm(rec, xb, wb, yr, n, rows, 1e-6f);
+      layer_norm(rec, xb, wb, bb, yl, n, rows, 1e-5f);
+      softmax(rec, xb, ys, n, rows);
+      rec.submit_and_wait();
+      std::vector<float> wr(x.size()), wl(x.size()), wsm(x.size());
+      for (uint32_t r = 0; r < rows; ++r) {
+        rmsnorm_f32_ref(x.data() + r * n, w.data(), wr.data() + r * n, n, 1e-6f);
+        layernorm_f32_ref(x.data() + r * n, w.data(), b.data(), wl.data() + r * n, n, 1e-5f);
+        softmax_f32_ref(x.data() + r * n, wsm.data() + r * n, n);
+      }
+      const std::string len = " n=" + std::to_string(n) + what;
+      expect_near_all(from_gpu<float>(yr, x.size()), wr, 1e-5f, 1e-5f, "rms_norm" + len);
+      expect_near_all(from_gpu<float>(yl, x.size()), wl, 1e-5f, 1e-4f, "layer_norm" + len);
+      expect_near_all(from_gpu<float>(ys, x.size()), wsm, 1e-7f, 1e-5f, "softmax" + len);
+    }
+  }
+  set_subgroup_reduce(-1);
+}
+
 TEST(VulkanOps, GetRowsAllFormats) {
   Device& dev = test_device();
   const std::vector<int32_t> ids = {3, 0, 9, 3, 5};
@@ -303,8 +345,7 @@ TEST(VulkanOps, KvStoreBytesMatchCpu) {
 // one after the other: the decoder's mid-layer (norm, add, norm, Q8), end of layer (norm, add,
 // scale, norm, Q8), a plain norm + Q8, and prefill-like rows without Q8 or weights (ragged
 // row lengths, rows of several workgroups' worth of elements).
-TEST(VulkanOps, NormChainMatchesSeparateOps) {
-  Device& dev = test_device();
+void norm_chain_matches_separate_ops(Device& dev) {
   struct Case {
     uint32_t n, rows;
     bool norm1, w1, add, norm2, w2, q8;
@@ -399,12 +440,22 @@ TEST(VulkanOps, NormChainMatchesSeparateOps) {
   }
 }
 
+// Under both reduction modules (the fused and the separate shaders switch together).
+TEST(VulkanOps, NormChainMatchesSeparateOps) {
+  Device& dev = test_device();
+  for (int mode : reduction_modes(dev)) {
+    SCOPED_TRACE(mode ? "subgroup reductions" : "shared-memory reductions");
+    set_subgroup_reduce(mode);
+    norm_chain_matches_separate_ops(dev);
+  }
+  set_subgroup_reduce(-1);
+}
+
 // Per-head norm + RoPE of Q and K and norm of V in one dispatch against rmsnorm_heads_f32_ref
 // followed by rope_neox_f32_ref: Gemma 4's sliding layers (head 256, separate V) and global
 // layers (head 512, proportional table, V = the K projection, no V weight), a small head of
 // 64 with two tokens, and a Q-only case; outputs in place and out of place.
-TEST(VulkanOps, HeadNormRopeMatchesSeparateOps) {
-  Device& dev = test_device();
+void head_norm_rope_matches_separate_ops(Device& dev) {
   struct Case {
     uint32_t head_dim, nq, nk, nv, tokens, n_rot;
     float theta;
@@ -515,6 +566,17 @@ TEST(VulkanOps, HeadNormRopeMatchesSeparateOps) {
       }
     }
   }
+}
+
+// Under both reduction modules (the fused and the separate shaders switch together).
+TEST(VulkanOps, HeadNormRopeMatchesSeparateOps) {
+  Device& dev = test_device();
+  for (int mode : reduction_modes(dev)) {
+    SCOPED_TRACE(mode ? "subgroup reductions" : "shared-memory reductions");
+    set_subgroup_reduce(mode);
+    head_norm_rope_matches_separate_ops(dev);
+  }
+  set_subgroup_reduce(-1);
 }
 
 }  // namespace
