@@ -5,6 +5,11 @@
 // window) or (same bidirectional group, q_group[i] >= 0). Online softmax over tiles of WG slots.
 // One workgroup per (query, head): each thread scores one slot of a tile, then owns
 // HEAD_DIM / WG output dimensions. Compile-time variant: the KV format (KV_F16 or KV_Q8_0).
+//
+// SPLIT (split-KV, for decoding: n_q * n_head workgroups alone are far fewer than a GPU runs at
+// once): workgroup z of the grid's third dimension covers slots [z * split_len, + split_len)
+// and writes its partial state (running max m, sum l, unnormalized output) to `part` at
+// ((i * n_head + h) * n_split + z) * (HEAD_DIM + 2); fa_combine.comp merges the parts.
 #extension GL_GOOGLE_include_directive : require
 
 layout(constant_id = 0) const uint WG = 64;          // threads and slots per tile (power of two)
@@ -13,6 +18,7 @@ layout(constant_id = 1) const uint HEAD_DIM = 256;   // multiple of WG and of 32
 // and rounding; blocks never straddle heads since HEAD_DIM % 32 == 0), for the integer-dot
 // output projection. Needs out_stride_head == HEAD_DIM and out_stride_token % 32 == 0.
 layout(constant_id = 2) const bool Q8OUT = false;
+layout(constant_id = 3) const bool SPLIT = false;
 layout(local_size_x_id = 0) in;
 
 layout(push_constant) uniform Push {
@@ -22,6 +28,7 @@ layout(push_constant) uniform Push {
   int window;    // <= 0: unlimited
   float scale;
   uint has_groups;
+  uint split_len;  // SPLIT: slots per workgroup (a multiple of WG)
 } p;
 
 layout(binding = 0) readonly buffer QBuf { float q[]; };
@@ -33,6 +40,7 @@ layout(binding = 5) readonly buffer QGroup { int q_group[]; };
 layout(binding = 6) readonly buffer KVGroup { int kv_group[]; };
 layout(binding = 7) writeonly buffer OBuf { float o[]; };
 layout(binding = 8) writeonly buffer XqBuf { uint xq[]; };
+layout(binding = 9) writeonly buffer PartBuf { float part[]; };
 
 #include "bytes.glsl"
 #include "f16.glsl"
@@ -61,6 +69,7 @@ const uint DPT = HEAD_DIM / WG;  // output dimensions per thread
 shared float qs[HEAD_DIM];
 shared float ps[WG];
 shared float red[WG];
+#include "attn_q8_out.glsl"
 
 void main() {
   const uint tid = gl_LocalInvocationID.x;
@@ -75,10 +84,13 @@ void main() {
   float acc[DPT];
   for (uint t = 0; t < DPT; ++t) acc[t] = 0.0;
 
-  for (uint j0 = 0; j0 < p.n_kv; j0 += WG) {
+  const uint z = gl_WorkGroupID.z;
+  const uint j_begin = SPLIT ? z * p.split_len : 0u;
+  const uint j_end = SPLIT ? min(p.n_kv, j_begin + p.split_len) : p.n_kv;
+  for (uint j0 = j_begin; j0 < j_end; j0 += WG) {
     const uint j = j0 + tid;
     float s = -1.0 / 0.0;
-    if (j < p.n_kv) {
+    if (j < j_end) {
       const int kp = kv_pos[j];
       bool visible = kp >= 0 && kp <= qp && (p.window <= 0 || qp - kp < p.window);
       if (kp >= 0 && qg >= 0 && kv_group[j] == qg) visible = true;
@@ -109,7 +121,7 @@ void main() {
     for (uint t = 0; t < WG; ++t) psum += ps[t];
     l = l * alpha + psum;
     for (uint t = 0; t < DPT; ++t) acc[t] *= alpha;
-    const uint jn = min(WG, p.n_kv - j0);
+    const uint jn = min(WG, j_end - j0);
     for (uint t = 0; t < jn; ++t) {
       const float pt = ps[t];
       if (pt == 0.0) continue;
@@ -120,6 +132,15 @@ void main() {
     barrier();
   }
 
+  if (SPLIT) {
+    const uint base = ((i * p.n_head + h) * gl_NumWorkGroups.z + z) * (HEAD_DIM + 2u);
+    if (tid == 0u) {
+      part[base] = m;
+      part[base + 1u] = l;
+    }
+    for (uint u = 0; u < DPT; ++u) part[base + 2u + tid + u * WG] = acc[u];
+    return;
+  }
   const float inv = l > 0.0 ? 1.0 / l : 0.0;
   for (uint u = 0; u < DPT; ++u) {
     const float y = acc[u] * inv;
@@ -128,28 +149,5 @@ void main() {
   }
   if (!Q8OUT) return;
   barrier();
-  // One thread per packed word (4 values); each recomputes its block's scale and sum from
-  // shared memory (32 values), so no further reduction is needed.
-  const uint blocks_before = (i * p.out_stride_token + h * HEAD_DIM) / 32u;
-  for (uint w = tid; w < HEAD_DIM / 4u; w += WG) {
-    const uint b = w / 8u, lane = w % 8u;
-    float amax = 0.0;
-    for (uint e = 0; e < 32u; ++e) amax = max(amax, abs(qs[32u * b + e]));
-    const float d = div_rn(amax, 127.0);
-    const float id_ = d != 0.0 ? div_rn(1.0, d) : 0.0;
-    uint packed = 0u;
-    int sum = 0;
-    for (uint e = 0; e < 32u; ++e) {
-      precise float v = qs[32u * b + e] * id_;  // no fma into the + 0.5 below
-      const int qv = int(sign(v) * floor(abs(v) + 0.5));
-      sum += qv;
-      if (e / 4u == lane) packed |= uint(qv & 0xFF) << (8u * (e % 4u));
-    }
-    const uint qo = (blocks_before + b) * 10u;
-    xq[qo + 2u + lane] = packed;
-    if (lane == 0u) {
-      xq[qo] = floatBitsToUint(unpackHalf2x16(f16_bits(d)).x);
-      xq[qo + 1u] = uint(sum);
-    }
-  }
+  store_head_q8(tid, (i * p.out_stride_token + h * HEAD_DIM) / 32u);
 }

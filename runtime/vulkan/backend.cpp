@@ -393,6 +393,20 @@ const float* VulkanBackend::run(const Graph& g, const MemoryPlan& /*caller's pla
     }
   }
   if (q8_bytes) scratch(q8_, q8_bytes, "quantized activations");
+  // Split-KV partial states of the attention nodes (decoding over a long cache; flash_attn
+  // picks the same split count from the same sizes).
+  size_t part_bytes = 0;
+  for (const Node& n : g.nodes) {
+    if (n.op != Op::Attention) continue;
+    const LayerConfig& l = c_.layers[n.layer];
+    const auto R = static_cast<uint32_t>(g.tensors[n.output].rows);
+    const uint32_t splits =
+        flash_attn_splits(R, l.n_head, static_cast<uint32_t>(kv_[n.layer].used));
+    if (splits > 1) {
+      part_bytes = std::max(part_bytes, flash_attn_partial_bytes(R, l.n_head, l.head_dim, splits));
+    }
+  }
+  if (part_bytes) scratch(fa_part_, part_bytes, "attention partials");
 
   auto tview = [&](int t) { return rows_view(arena_, plan, t, g.tensors[t]); };
   int q8_input = -1;  // graph tensor whose quantized copy q8_ holds
@@ -493,6 +507,7 @@ const float* VulkanBackend::run(const Graph& g, const MemoryPlan& /*caller's pla
           a.out_q8 = View(q8_, 0, q8_activation_bytes(C, R));
           q8_input = n.output;
         }
+        if (part_bytes) a.partials = fa_part_;
         flash_attn(rec, a);
         break;
       }

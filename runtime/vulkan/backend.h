@@ -96,7 +96,7 @@ class VulkanBackend {
   std::map<const void*, Buffer> weights_;  // host pointer -> uploaded copy
   std::vector<Buffer> inv_freq_;           // per layer [head_dim / 2]
   std::vector<KvLayer> kv_;
-  Buffer arena_, tokens_, pos_, slots_ring_, slots_linear_, q8_, readback_;
+  Buffer arena_, tokens_, pos_, slots_ring_, slots_linear_, q8_, fa_part_, readback_;
   std::vector<float> out_, hidden_;
   uint32_t last_dispatches_ = 0, last_barriers_ = 0;
   bool fusion_ = true;

@@ -355,15 +355,28 @@ void flash_attn(Recorder& rec, const FlashAttnParams& a) {
     require_view(a.out_q8, q8_activation_bytes(a.out_stride_token, a.n_q), op, "out_q8");
   }
   const uint32_t wg = a.head_dim % 64 == 0 ? 64 : 32;
-  const uint32_t spec[] = {wg, a.head_dim, q8 ? 1u : 0u};
+  // Split-KV: parts of split_len slots (a multiple of the tile), merged by fa_combine.
+  uint32_t n_split =
+      a.n_split ? a.n_split : (a.partials.buffer ? flash_attn_splits(a.n_q, a.n_head, a.n_kv) : 1);
+  n_split = std::max<uint32_t>(1, std::min<uint32_t>(n_split, ceil_div(a.n_kv, wg)));
+  const uint32_t split_len = ceil_div(ceil_div(a.n_kv, n_split), wg) * wg;
+  if (n_split > 1) n_split = ceil_div(a.n_kv, split_len);
+  const bool split = n_split > 1;
+  if (split) {
+    require(n_split <= rec.device().info().max_workgroup_count[2], op, "too many KV splits");
+    require_view(a.partials, flash_attn_partial_bytes(a.n_q, a.n_head, a.head_dim, n_split), op,
+                 "partials (split-KV scratch)");
+  }
+  const uint32_t spec[] = {wg, a.head_dim, q8 && !split ? 1u : 0u, split ? 1u : 0u};
   const Pipeline& p = rec.device().pipeline(
-      std::string("flash_attn_") + (a.kv_type == TensorType::F16 ? "f16" : "q8_0"), spec, 9, 60);
+      std::string("flash_attn_") + (a.kv_type == TensorType::F16 ? "f16" : "q8_0"), spec, 10, 64);
   struct {
     uint32_t n_q, n_head, n_kv_head, n_kv;
     uint32_t qst, qsh, ost, osh, kss, ksh, vss, vsh;
     int32_t window;
     float scale;
     uint32_t has_groups;
+    uint32_t split_len;
   } push{a.n_q,
          a.n_head,
          a.n_kv_head,
@@ -378,8 +391,9 @@ void flash_attn(Recorder& rec, const FlashAttnParams& a) {
          a.v_stride_head,
          a.window,
          a.scale,
-         a.q_group.buffer ? 1u : 0u};
-  static_assert(sizeof push == 60);
+         a.q_group.buffer ? 1u : 0u,
+         split_len};
+  static_assert(sizeof push == 64);
   // Absent inputs (no cache yet, no groups) are bound to q_pos; the shader never reads them.
   const View d = a.q_pos;
   const Arg args[] = {{a.q, false},
@@ -389,9 +403,50 @@ void flash_attn(Recorder& rec, const FlashAttnParams& a) {
                       {or_dummy(a.n_kv ? a.kv_pos : View{}, d), false},
                       {or_dummy(a.q_group, d), false},
                       {or_dummy(a.kv_group, d), false},
-                      {a.out, true},
-                      q8 ? Arg{a.out_q8, true} : Arg{d, false}};
-  rec.dispatch(p, args, &push, sizeof push, a.n_q, a.n_head);
+                      split ? Arg{d, false} : Arg{a.out, true},
+                      q8 && !split ? Arg{a.out_q8, true} : Arg{d, false},
+                      split ? Arg{a.partials, true} : Arg{d, false}};
+  rec.dispatch(p, args, &push, sizeof push, a.n_q, a.n_head, n_split);
+  if (!split) return;
+  const uint32_t cspec[] = {wg, a.head_dim, q8 ? 1u : 0u};
+  const Pipeline& c = rec.device().pipeline("fa_combine", cspec, 3, 16);
+  const uint32_t cpush[] = {a.n_head, n_split, a.out_stride_token, a.out_stride_head};
+  const Arg cargs[] = {
+      {a.partials, false}, {a.out, true}, q8 ? Arg{a.out_q8, true} : Arg{d, false}};
+  rec.dispatch(c, cargs, cpush, sizeof cpush, a.n_q, a.n_head);
+}
+
+static int& flash_attn_split_setting() {
+  // QGEMMA_VK_FA_SPLIT=N: at most N parts per (query, head) (1: no split-KV); default 64.
+  static int v = [] {
+    const char* e = std::getenv("QGEMMA_VK_FA_SPLIT");
+    const int n = e ? std::atoi(e) : 0;
+    return n >= 1 ? n : 64;
+  }();
+  return v;
+}
+
+void set_flash_attn_max_splits(uint32_t n) {
+  require(n >= 1, "set_flash_attn_max_splits", "at least one part");
+  flash_attn_split_setting() = static_cast<int>(n);
+}
+
+uint32_t flash_attn_splits(uint32_t n_q, uint32_t n_head, uint32_t n_kv) {
+  // Decoding runs n_q * n_head workgroups (16 for one Gemma 4 token), far fewer than a GPU runs
+  // at once, each walking the whole cache. Split the cache into parts of at least kMinSlots
+  // (4 tiles: the merge costs one more dispatch and the parts' partial states) until about
+  // kTarget workgroups run.
+  constexpr uint32_t kTarget = 256, kMinSlots = 256;
+  const uint32_t groups = std::max<uint32_t>(1, n_q * n_head);
+  if (groups >= kTarget || n_kv < 2 * kMinSlots) return 1;
+  const uint32_t by_work = ceil_div(kTarget, groups), by_len = n_kv / kMinSlots;
+  return std::max<uint32_t>(
+      1, std::min({by_work, by_len, static_cast<uint32_t>(flash_attn_split_setting())}));
+}
+
+size_t flash_attn_partial_bytes(uint32_t n_q, uint32_t n_head, uint32_t head_dim,
+                                uint32_t n_split) {
+  return (size_t)n_q * n_head * n_split * (head_dim + 2) * 4;
 }
 
 void kv_store(Recorder& rec, TensorType kv_type, View src, View slots, View cache, uint32_t tokens,

@@ -90,8 +90,20 @@ struct FlashAttnParams {
   // values) for the integer-dot output projection; needs out_stride_head == head_dim and
   // out_stride_token % 32 == 0.
   View out_q8;
+  // Split-KV (decoding): the cache is walked in n_split parts by n_split workgroups per (query,
+  // head) whose partial states (flash_attn_partial_bytes in `partials`) a second dispatch
+  // (fa_combine) merges. n_split 0: flash_attn_splits(); without `partials` no split.
+  uint32_t n_split = 0;
+  View partials;
 };
 void flash_attn(Recorder& rec, const FlashAttnParams& a);
+// The parts flash_attn splits n_kv slots into for n_q queries of n_head heads when not told:
+// 1 unless there are few (query, head) pairs and a long cache; at most QGEMMA_VK_FA_SPLIT
+// (default 64; 1 turns split-KV off) or set_flash_attn_max_splits (tests, measurements).
+uint32_t flash_attn_splits(uint32_t n_q, uint32_t n_head, uint32_t n_kv);
+void set_flash_attn_max_splits(uint32_t n);
+// Scratch bytes of the partial states of n_split parts.
+size_t flash_attn_partial_bytes(uint32_t n_q, uint32_t n_head, uint32_t head_dim, uint32_t n_split);
 
 // Stores src [tokens][n_kv_head * head_dim] (f32, src_stride floats per token; 0: packed) into
 // the cache rows of slots[t] (int32 [tokens]): F16, or Q8_0 exactly as quantize_row_q8_0_ref.

@@ -7,10 +7,13 @@
 #   2b. decode A/B, -p 0 -n 64 -r 2 each (VKB_AB_MODES, default
 #      "fused unfused sg0 rows4 rows8 wg32 wg128 rows4wg128"): fused (the default), unfused
 #      (QGEMMA_VK_NO_FUSE=1: one dispatch per graph node, the decode structure before fusion),
-#      sg0 (QGEMMA_VK_SUBGROUP=0: shared-memory reductions instead of subgroupAdd), rowsN
+#      sg0 (QGEMMA_VK_SUBGROUP=0: shared-memory reductions instead of subgroupAdd), nosplit
+#      (QGEMMA_VK_FA_SPLIT=1: attention walks the whole cache per (query, head)), rowsN
 #      (QGEMMA_VK_MV_ROWS=N weight rows per workgroup of the int8 matrix-vector shader instead
 #      of 2), wgN (QGEMMA_VK_MV_WG=N threads per matrix-vector workgroup instead of 64),
 #      rowsNwgM (both);
+#   2c. decode after VKB_DEPTH (default 8192) cached tokens (`-d`), split-KV attention (the
+#      default) and not (QGEMMA_VK_FA_SPLIT=1);
 #   3. one more run with QGEMMA_VK_PROFILE=1: GPU time per pipeline for prefill and decode, and
 #      the dispatches and barriers per decode token (fused and unfused);
 #   4. the shader tests (tests/vulkan) run on the GPU instead of lavapipe.
@@ -122,6 +125,7 @@ if [ -z "${VKB_SKIP_AB:-}" ]; then
     case $mode in
       unfused) envs=QGEMMA_VK_NO_FUSE=1 ;;
       sg0) envs=QGEMMA_VK_SUBGROUP=0 ;;
+      nosplit) envs=QGEMMA_VK_FA_SPLIT=1 ;;
       rows*wg*) r=${mode#rows}; envs="QGEMMA_VK_MV_ROWS=${r%wg*} QGEMMA_VK_MV_WG=${mode#*wg}" ;;
       rows*) envs=QGEMMA_VK_MV_ROWS=${mode#rows} ;;
       wg*) envs=QGEMMA_VK_MV_WG=${mode#wg} ;;
@@ -131,6 +135,18 @@ if [ -z "${VKB_SKIP_AB:-}" ]; then
       --backend vulkan --device "$DEV" -p 0 -n "${VKB_AB_N:-64}" -r 2 --no-bandwidth \
       2> "$RESULTS/ab-$mode.err" | grep -E '^\| .*tg' | sed "s/^/$mode: /" \
       || echo "vulkan-bench: $mode decode run failed"
+  done
+fi
+
+# --- 2c. split-KV attention at depth (decode after VKB_DEPTH cached tokens) -----------------------
+echo "[${SECONDS}s] step 2c"
+if [ -z "${VKB_SKIP_DEPTH:-}" ]; then
+  for mode in split nosplit; do
+    envs=QGEMMA_VK_AB=split
+    [ $mode = nosplit ] && envs=QGEMMA_VK_FA_SPLIT=1
+    env $envs "$QGEMMA" bench -m "$MODEL" --backend vulkan --device "$DEV" -p 0 -n 32 \
+      -d "${VKB_DEPTH:-8192}" -r 1 --no-bandwidth 2> "$RESULTS/depth-$mode.err" \
+      | grep -E '^\| .*tg' | sed "s/^/depth $mode: /" || echo "vulkan-bench: depth $mode run failed"
   done
 fi
 

@@ -1,6 +1,7 @@
 // flash_attn shader against flash_attn_ref (kernels/attention): sliding window, causal,
 // bidirectional groups, GQA and MQA, head 256 and 512, F16 and Q8_0 KV, ring-ordered slots with
-// empty ones, and a query that sees nothing (zeros).
+// empty ones, and a query that sees nothing (zeros); whole and split-KV (parts merged by
+// fa_combine, a ragged last part, parts that see nothing).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -34,7 +35,7 @@ struct Config {
   bool slot_major;  // [slot][kv_head][d] instead of [kv_head][slot][d]
 };
 
-void run(const Config& c, uint32_t seed) {
+void run(const Config& c, uint32_t seed, uint32_t n_split = 1) {
   Device& dev = test_device();
   std::mt19937 rng(seed);
   const size_t row = row_size(c.kv, c.head_dim);
@@ -123,6 +124,13 @@ void run(const Config& c, uint32_t seed) {
   p.out = ob;
   p.out_stride_token = a.out_stride_token;
   p.out_stride_head = a.out_stride_head;
+  p.n_split = n_split;
+  Buffer part1, part2;
+  if (n_split > 1) {
+    part1 = gpu_zeros(flash_attn_partial_bytes(c.n_q, c.n_head, c.head_dim, n_split));
+    part2 = gpu_zeros(flash_attn_partial_bytes(c.n_q, c.n_head, c.head_dim, n_split));
+    p.partials = part1;
+  }
   Recorder rec(dev);
   flash_attn(rec, p);
   // The same with the Q8 copy of the output (the decoder's fused quantization for the output
@@ -133,9 +141,12 @@ void run(const Config& c, uint32_t seed) {
   FlashAttnParams p2 = p;
   p2.out = ob2;
   p2.out_q8 = xq;
+  if (n_split > 1) p2.partials = part2;
   flash_attn(rec, p2);
   quantize_q8(rec, ob2, xq_ref, K, c.n_q);
   rec.submit_and_wait();
+  // Split: flash_attn + fa_combine per call; else one dispatch per call.
+  EXPECT_EQ(rec.dispatches(), n_split > 1 ? 5u : 3u) << c.name;
   const std::vector<float> got = from_gpu<float>(ob, q.size());
   {
     const size_t words = q8_activation_bytes(K, c.n_q) / 4;
@@ -193,6 +204,36 @@ TEST(VulkanFlashAttn, BidirectionalGroupsF16Head512) {
 TEST(VulkanFlashAttn, ScaleOneLikeGemma4) {
   // Gemma 4 uses scale 1.0 (QK-norm keeps scores small); random data gives peaky softmaxes.
   run({"scale 1", 256, 2, 1, 2, 40, TensorType::F16, 0, 1.0f, false, false}, 5);
+}
+
+// Split-KV: 64-slot tiles, so 150 slots in 3 parts (64, 64, 22) and 90 in 2; the sliding
+// window (64) leaves the first parts without a visible slot for the later queries.
+TEST(VulkanFlashAttn, SplitKvSlidingGqaF16Head256) {
+  run({"split sliding gqa f16 256", 256, 4, 2, 4, 150, TensorType::F16, 64, 0.0625f, false, false},
+      11, 3);
+}
+
+TEST(VulkanFlashAttn, SplitKvGlobalMqaQ8Head512) {
+  run({"split global mqa q8_0 512", 512, 4, 1, 1, 90, TensorType::Q8_0, 0, 0.05f, false, false}, 12,
+      2);
+}
+
+TEST(VulkanFlashAttn, SplitKvBidirectionalGroupsF16Head512) {
+  run({"split groups f16 512", 512, 2, 1, 3, 200, TensorType::F16, 16, 0.05f, true, false}, 13, 4);
+}
+
+TEST(VulkanFlashAttn, SplitCountFollowsWork) {
+  // Prefill-sized batches and short caches: one part; one decoding token over a long cache:
+  // parts of at least 256 slots, about 256 workgroups, at most the configured maximum.
+  EXPECT_EQ(flash_attn_splits(512, 16, 4096), 1u);
+  EXPECT_EQ(flash_attn_splits(1, 16, 300), 1u);
+  EXPECT_EQ(flash_attn_splits(1, 16, 600), 2u);
+  EXPECT_EQ(flash_attn_splits(1, 16, 32768), 16u);
+  EXPECT_EQ(flash_attn_splits(4, 16, 32768), 4u);
+  set_flash_attn_max_splits(1);
+  EXPECT_EQ(flash_attn_splits(1, 16, 32768), 1u);
+  set_flash_attn_max_splits(64);
+  EXPECT_EQ(flash_attn_partial_bytes(1, 16, 512, 16), 16u * 16 * 514 * 4);
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include "runtime/synth.h"
 #include "runtime/threadpool.h"
 #include "runtime/vulkan/backend.h"
+#include "runtime/vulkan/ops.h"
 #include "vulkan/vk_fixture.h"
 
 namespace qgemma::vk {
@@ -32,7 +33,9 @@ struct Case {
   const char* type;
   float tol;  // max |cpu - gpu| over a step's logits, relative to max |logit|
   TensorType kv = TensorType::F16;
-  int64_t n_batch = 4;  // > 8: prefill through mul_mm (fused norms without Q8)
+  int64_t n_batch = 4;     // > 8: prefill through mul_mm (fused norms without Q8)
+  int64_t prompt_len = 0;  // 0: the 14 tokens below; else that many pseudo-random ones
+  int64_t n_ctx = 64;
 };
 
 void run_case(const Case& cs) {
@@ -48,13 +51,18 @@ void run_case(const Case& cs) {
   auto model = Model::load(path);
   std::filesystem::remove(path);
   const ModelConfig& c = model->config();
-  const int64_t n_ctx = 64, n_batch = cs.n_batch;
+  const int64_t n_ctx = cs.n_ctx, n_batch = cs.n_batch;
   ThreadPool pool(2);
   CpuBackend cpu(c, pool);
   KvCache kv(c, n_ctx, n_batch, cs.kv);
   VulkanBackend gpu(dev, c, n_ctx, n_batch, cs.kv);
 
   std::vector<int32_t> tokens = {2, 105, 300, 17, 999, 42, 7, 512, 64, 3, 250, 811, 77, 5};
+  if (cs.prompt_len > 0) {
+    tokens.resize(cs.prompt_len);
+    for (int64_t i = 14; i < cs.prompt_len; ++i)
+      tokens[i] = static_cast<int32_t>((i * 7919) % 1000);
+  }
   const int64_t prompt = static_cast<int64_t>(tokens.size());
   int64_t n_past = 0;
   float worst = 0;  // largest max|cpu - gpu| / max|logit| over the steps
@@ -101,6 +109,24 @@ void run_case(const Case& cs) {
   kv.crop(n_past);
   gpu.crop(n_past);
   for (int i = 0; i < 2; ++i) next = step({next});
+  if (cs.prompt_len >= 512) {
+    // The global layers' attention over >= 512 slots runs split-KV: the same decoding step
+    // unsplit has one dispatch fewer per global layer (fa_combine) and the same logits (step()
+    // compares both with the CPU).
+    int global = 0;
+    for (const LayerConfig& l : c.layers) global += l.sliding ? 0 : 1;
+    ASSERT_GT(flash_attn_splits(1, c.layers.back().n_head, static_cast<uint32_t>(n_past)), 1u);
+    set_flash_attn_max_splits(1);
+    const int32_t tok = next;
+    next = step({tok});
+    const uint32_t unsplit = gpu.last_dispatches();
+    set_flash_attn_max_splits(64);
+    n_past -= 1;
+    kv.crop(n_past);
+    gpu.crop(n_past);
+    step({tok});
+    EXPECT_EQ(gpu.last_dispatches(), unsplit + global);
+  }
   std::printf("[ vulkan   ] %s %s kv %s: max |cpu - gpu| / max |logit| = %.2e\n", cs.preset,
               cs.type, std::string(type_traits(cs.kv).name).c_str(), worst);
 }
@@ -180,6 +206,10 @@ TEST(VulkanBackend, TinyQ4_0WithQ8_0Cache) { run_case({"tiny", "q4_0", 5e-2f, Te
 // otherwise; norm chains and head norms + cache store fused over 12 rows), then decode.
 TEST(VulkanBackend, TinyQ4_0Batch12) { run_case({"tiny", "q4_0", 5e-2f, TensorType::Q8_0, 12}); }
 
+// Decoding over a 600-token cache: the global layers' attention runs split-KV (fa_combine).
+TEST(VulkanBackend, TinyQ4_0LongCacheSplitKv) {
+  run_case({"tiny", "q4_0", 5e-2f, TensorType::F16, 64, 600, 640});
+}
 TEST(VulkanBackend, TinyQ5_K) { run_case({"tiny", "q5_k", 5e-2f}); }
 
 // A weight format no shader reads: the backend refuses the graph before recording anything,
