@@ -111,8 +111,18 @@ MatmulKernels kernels_at(const TypeEntry& e, Isa isa) {
   switch (isa) {
     case Isa::ref:
       return MatmulKernels{e.ref, e.ref};
-    case Isa::avx2:
-      return e.avx2;
+    case Isa::avx2: {
+      MatmulKernels k = e.avx2;
+#if defined(__x86_64__)
+      if (avx_vnni_enabled()) {  // vpdpbusd ymm for the repacked int8 layouts (same results)
+        if (e.wtype == TensorType::Q4_0x8)
+          k = {matmul_q4_0x8_q8_0_avxvnni, matmul_q4_0x8_q8_0_avxvnni};
+        if (e.wtype == TensorType::Q8_0x8)
+          k = {matmul_q8_0x8_q8_0_avxvnni, matmul_q8_0x8_q8_0_avxvnni};
+      }
+#endif
+      return k;
+    }
     case Isa::avx512:
       return e.avx512;
     case Isa::neon: {
@@ -140,6 +150,19 @@ bool i8mm_enabled() {
     const char* env = std::getenv("QGEMMA_NO_I8MM");
     const bool off = env != nullptr && *env != '\0' && std::strcmp(env, "0") != 0;
     return cpu_features().i8mm && !off;
+  }();
+  return on;
+#else
+  return false;
+#endif
+}
+
+bool avx_vnni_enabled() {
+#if defined(__x86_64__)
+  static const bool on = [] {
+    const char* env = std::getenv("QGEMMA_NO_AVX_VNNI");
+    const bool off = env != nullptr && *env != '\0' && std::strcmp(env, "0") != 0;
+    return cpu_features().avx_vnni && cpu_features().os_avx && !off;
   }();
   return on;
 #else

@@ -68,6 +68,11 @@ void gemv_bf16_f32_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemm_f32_f32_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemm_f16_f32_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 void gemm_bf16_f32_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
+// AVX2 + AVX-VNNI (VEX vpdpbusd), matmul_x8_avxvnni.cpp: the repacked layouts at the avx2 level
+// on CPUs with AVX-VNNI (Intel client cores since Alder Lake); results equal the AVX2 kernels'
+// bit for bit. matmul.cpp puts them in the avx2 entries when avx_vnni_enabled().
+void matmul_q4_0x8_q8_0_avxvnni(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q8_0x8_q8_0_avxvnni(const MatmulArgs& a, int64_t n0, int64_t n1);
 
 // ---- the same, AVX-512 (F, BW, VL, VNNI) -------------------------------------------------------
 void gemv_q4_0_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
@@ -115,5 +120,9 @@ void matmul_q8_0x8_q8_0_i8mm(const MatmulArgs& a, int64_t n0, int64_t n1);
 // I8MM (cpu_features().i8mm) and the environment does not set QGEMMA_NO_I8MM (to a non-empty
 // value other than 0; for A/B runs against the sdot kernels). Read once.
 bool i8mm_enabled();
+// True when the CPU has AVX-VNNI (cpu_features().avx_vnni, with the OS saving AVX state) and the
+// environment does not set QGEMMA_NO_AVX_VNNI (to a non-empty value other than "0"): the avx2
+// level then runs the repacked Q4_0x8 / Q8_0x8 through matmul_*_avxvnni. Always false off x86.
+bool avx_vnni_enabled();
 
 }  // namespace qgemma

@@ -454,6 +454,54 @@ TEST(MatmulI8mm, GemmMatchesReference) {
 }
 #endif  // __aarch64__
 
+// The AVX-VNNI kernels for the repacked layouts, called directly: against the reference (ragged
+// R across the 6-row tiles, N in 8-row groups with sub-ranges, K not a multiple of 256 and over
+// one 256-block chunk, the 12B shapes) and bit for bit against the AVX2 kernels they replace
+// (exact integer sums, the same float epilogue), which is what keeps decoding, verification and
+// prefill results independent of the CPU having AVX-VNNI. The kernels exist in x86 builds; a CPU
+// without AVX-VNNI (or an OS without AVX state) cannot run them and skips, naming why.
+#if defined(__x86_64__)
+TEST(MatmulAvxVnni, MatchesReferenceAndAvx2BitForBit) {
+  if (!cpu_features().avx_vnni || !cpu_features().os_avx)
+    GTEST_SKIP() << "this CPU has no AVX-VNNI";
+  struct KV {
+    TensorType wtype;
+    MatmulFn vnni, avx2;
+    const char* name;
+  };
+  const KV kernels[] = {{TensorType::Q4_0x8, matmul_q4_0x8_q8_0_avxvnni, matmul_q4_0x8_q8_0_avx2,
+                         "matmul_q4_0x8_q8_0_avxvnni"},
+                        {TensorType::Q8_0x8, matmul_q8_0x8_q8_0_avxvnni, matmul_q8_0x8_q8_0_avx2,
+                         "matmul_q8_0x8_q8_0_avxvnni"}};
+  for (const KV& k : kernels) {
+    // The dispatcher's choice at the avx2 level, decoding and prefill.
+    EXPECT_EQ(matmul_pick(k.wtype, 1, Isa::avx2) == k.vnni, avx_vnni_enabled());
+    EXPECT_EQ(matmul_pick(k.wtype, 64, Isa::avx2) == k.vnni, avx_vnni_enabled());
+    std::mt19937 rng(1357);
+    const std::pair<int64_t, int64_t> nk[] = {{8, 32}, {24, 96}, {56, 288}, {40, 8224}};
+    const int64_t rows[] = {1, 2, 3, 5, 6, 7, 8, 9, 12, 13, 31, 64};
+    for (auto [N, K] : nk) {
+      for (int64_t R : rows) check(k.wtype, k.vnni, k.name, N, K, R, 0, N, rng);
+      if (N >= 24) check(k.wtype, k.vnni, k.name, N, K, 11, 8, N - 8, rng);  // sub-range
+    }
+    const std::pair<int64_t, int64_t> shapes[] = {{3840, 4096}, {15360, 3840}};
+    for (auto [K, N] : shapes) check(k.wtype, k.vnni, k.name, 64, K, 9, 0, 64, rng);
+    // Bit for bit against the AVX2 kernel, GEMV and GEMM row counts.
+    for (int64_t R : {1, 4, 7, 8, 9, 20}) {
+      const int64_t N = 48, K = 8224;  // 257 blocks: two K chunks, the second accumulates
+      const Weights w = make_weights(k.wtype, N, K, rng);
+      const Acts x = make_acts(k.wtype, R, K, rng);
+      std::vector<float> y1(R * N), y2(R * N);
+      MatmulArgs a{w.data.data(), x.data.data(), x.ldx, y1.data(), N, K, R};
+      k.vnni(a, 0, N);
+      a.y = y2.data();
+      k.avx2(a, 0, N);
+      EXPECT_EQ(std::memcmp(y1.data(), y2.data(), y1.size() * 4), 0) << k.name << " R=" << R;
+    }
+  }
+}
+#endif  // __x86_64__
+
 TEST(MatmulDispatch, TypesAndGranularity) {
   EXPECT_EQ(vec_dot_type(TensorType::Q4_0), TensorType::Q8_0);
   EXPECT_EQ(vec_dot_type(TensorType::Q8_0x8), TensorType::Q8_0);
