@@ -114,11 +114,26 @@ MatmulKernels kernels_at(const TypeEntry& e, Isa isa) {
     case Isa::avx2: {
       MatmulKernels k = e.avx2;
 #if defined(__x86_64__)
-      if (avx_vnni_enabled()) {  // vpdpbusd ymm for the repacked int8 layouts (same results)
-        if (e.wtype == TensorType::Q4_0x8)
-          k = {matmul_q4_0x8_q8_0_avxvnni, matmul_q4_0x8_q8_0_avxvnni};
-        if (e.wtype == TensorType::Q8_0x8)
-          k = {matmul_q8_0x8_q8_0_avxvnni, matmul_q8_0x8_q8_0_avxvnni};
+      if (avx_vnni_enabled()) {  // vpdpbusd / vpdpwssd ymm (same results as the avx2 kernels)
+        switch (e.wtype) {
+          case TensorType::Q4_0x8:
+            k = {matmul_q4_0x8_q8_0_avxvnni, matmul_q4_0x8_q8_0_avxvnni};
+            break;
+          case TensorType::Q8_0x8:
+            k = {matmul_q8_0x8_q8_0_avxvnni, matmul_q8_0x8_q8_0_avxvnni};
+            break;
+          case TensorType::Q4_K:
+            k = {matmul_q4_k_q8_k_avxvnni, matmul_q4_k_q8_k_avxvnni};
+            break;
+          case TensorType::Q5_K:
+            k = {matmul_q5_k_q8_k_avxvnni, matmul_q5_k_q8_k_avxvnni};
+            break;
+          case TensorType::Q6_K:
+            k = {matmul_q6_k_q8_k_avxvnni, matmul_q6_k_q8_k_avxvnni};
+            break;
+          default:
+            break;
+        }
       }
 #endif
       return k;

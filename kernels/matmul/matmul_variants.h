@@ -73,6 +73,11 @@ void gemm_bf16_f32_avx2(const MatmulArgs& a, int64_t n0, int64_t n1);
 // bit for bit. matmul.cpp puts them in the avx2 entries when avx_vnni_enabled().
 void matmul_q4_0x8_q8_0_avxvnni(const MatmulArgs& a, int64_t n0, int64_t n1);
 void matmul_q8_0x8_q8_0_avxvnni(const MatmulArgs& a, int64_t n0, int64_t n1);
+// The plain K-quants with vpdpwssd (matmul_kquant_avxvnni.cpp, kquant_avx2_impl.h): the same,
+// results equal to the *_avx2 kernels' bit for bit.
+void matmul_q4_k_q8_k_avxvnni(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q6_k_q8_k_avxvnni(const MatmulArgs& a, int64_t n0, int64_t n1);
+void matmul_q5_k_q8_k_avxvnni(const MatmulArgs& a, int64_t n0, int64_t n1);
 
 // ---- the same, AVX-512 (F, BW, VL, VNNI) -------------------------------------------------------
 void gemv_q4_0_q8_0_avx512(const MatmulArgs& a, int64_t n0, int64_t n1);
@@ -122,7 +127,8 @@ void matmul_q8_0x8_q8_0_i8mm(const MatmulArgs& a, int64_t n0, int64_t n1);
 bool i8mm_enabled();
 // True when the CPU has AVX-VNNI (cpu_features().avx_vnni, with the OS saving AVX state) and the
 // environment does not set QGEMMA_NO_AVX_VNNI (to a non-empty value other than "0"): the avx2
-// level then runs the repacked Q4_0x8 / Q8_0x8 through matmul_*_avxvnni. Always false off x86.
+// level then runs the repacked Q4_0x8 / Q8_0x8 and the plain K-quants through matmul_*_avxvnni.
+// Always false off x86.
 bool avx_vnni_enabled();
 
 }  // namespace qgemma

@@ -454,9 +454,9 @@ TEST(MatmulI8mm, GemmMatchesReference) {
 }
 #endif  // __aarch64__
 
-// The AVX-VNNI kernels for the repacked layouts, called directly: against the reference (ragged
-// R across the 6-row tiles, N in 8-row groups with sub-ranges, K not a multiple of 256 and over
-// one 256-block chunk, the 12B shapes) and bit for bit against the AVX2 kernels they replace
+// The AVX-VNNI kernels (repacked Q4_0x8 / Q8_0x8, plain Q4_K / Q5_K / Q6_K), called directly:
+// against the reference (ragged R across the tiles, ragged N with sub-ranges, K not a multiple
+// of 256 and over one chunk, the 12B shapes) and bit for bit against the AVX2 kernels they replace
 // (exact integer sums, the same float epilogue), which is what keeps decoding, verification and
 // prefill results independent of the CPU having AVX-VNNI. The kernels exist in x86 builds; a CPU
 // without AVX-VNNI (or an OS without AVX state) cannot run them and skips, naming why.
@@ -472,13 +472,24 @@ TEST(MatmulAvxVnni, MatchesReferenceAndAvx2BitForBit) {
   const KV kernels[] = {{TensorType::Q4_0x8, matmul_q4_0x8_q8_0_avxvnni, matmul_q4_0x8_q8_0_avx2,
                          "matmul_q4_0x8_q8_0_avxvnni"},
                         {TensorType::Q8_0x8, matmul_q8_0x8_q8_0_avxvnni, matmul_q8_0x8_q8_0_avx2,
-                         "matmul_q8_0x8_q8_0_avxvnni"}};
+                         "matmul_q8_0x8_q8_0_avxvnni"},
+                        {TensorType::Q4_K, matmul_q4_k_q8_k_avxvnni, matmul_q4_k_q8_k_avx2,
+                         "matmul_q4_k_q8_k_avxvnni"},
+                        {TensorType::Q5_K, matmul_q5_k_q8_k_avxvnni, matmul_q5_k_q8_k_avx2,
+                         "matmul_q5_k_q8_k_avxvnni"},
+                        {TensorType::Q6_K, matmul_q6_k_q8_k_avxvnni, matmul_q6_k_q8_k_avx2,
+                         "matmul_q6_k_q8_k_avxvnni"}};
   for (const KV& k : kernels) {
     // The dispatcher's choice at the avx2 level, decoding and prefill.
     EXPECT_EQ(matmul_pick(k.wtype, 1, Isa::avx2) == k.vnni, avx_vnni_enabled());
     EXPECT_EQ(matmul_pick(k.wtype, 64, Isa::avx2) == k.vnni, avx_vnni_enabled());
     std::mt19937 rng(1357);
-    const std::pair<int64_t, int64_t> nk[] = {{8, 32}, {24, 96}, {56, 288}, {40, 8224}};
+    // K: Q4_0x8 / Q8_0x8 in 32-blocks (8224: 257 blocks, two K chunks of the x8 kernels),
+    // K-quants in 256-blocks; N: 8-row groups for the x8 layouts, any N for the K-quants.
+    const bool kq = type_traits(k.wtype).block_size == 256;
+    const std::vector<std::pair<int64_t, int64_t>> nk =
+        kq ? std::vector<std::pair<int64_t, int64_t>>{{1, 256}, {7, 512}, {13, 768}, {37, 2816}}
+           : std::vector<std::pair<int64_t, int64_t>>{{8, 32}, {24, 96}, {56, 288}, {40, 8224}};
     const int64_t rows[] = {1, 2, 3, 5, 6, 7, 8, 9, 12, 13, 31, 64};
     for (auto [N, K] : nk) {
       for (int64_t R : rows) check(k.wtype, k.vnni, k.name, N, K, R, 0, N, rng);
@@ -488,7 +499,7 @@ TEST(MatmulAvxVnni, MatchesReferenceAndAvx2BitForBit) {
     for (auto [K, N] : shapes) check(k.wtype, k.vnni, k.name, 64, K, 9, 0, 64, rng);
     // Bit for bit against the AVX2 kernel, GEMV and GEMM row counts.
     for (int64_t R : {1, 4, 7, 8, 9, 20}) {
-      const int64_t N = 48, K = 8224;  // 257 blocks: two K chunks, the second accumulates
+      const int64_t N = 48, K = kq ? 2816 : 8224;
       const Weights w = make_weights(k.wtype, N, K, rng);
       const Acts x = make_acts(k.wtype, R, K, rng);
       std::vector<float> y1(R * N), y2(R * N);
