@@ -102,6 +102,7 @@ __attribute__((target("avx512f,avx512vnni"))) uint64_t dot_avx512vnni(int64_t it
 }
 constexpr int64_t kMacsPerIterVnni = 16 * 64;
 
+
 // The AVX2 sequence: vpmaddubsw (u8 x s8 -> s16 pairs), vpmaddwd with ones (-> s32), vpaddd;
 // 12 independent chains of 32 multiply-accumulates (each chain multiplies its own accumulator's
 // bytes, so no product can be hoisted out of the loop).
@@ -126,6 +127,29 @@ __attribute__((target("avx2"))) uint64_t dot_avx2(int64_t iters) {
 #undef QG_SUM
   return static_cast<uint64_t>(_mm256_extract_epi32(s, 0));
 }
+// The same with the VEX-encoded vpdpbusd on ymm (AVX-VNNI: Intel client cores without AVX-512),
+// the instruction the avx2 level's int8 kernels use there: 12 chains (16 ymm registers with the
+// two operands) of 32 multiply-accumulates.
+__attribute__((target("avx2,avxvnni"))) uint64_t dot_avxvnni(int64_t iters) {
+  const __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(-2);
+#define QG_INIT(c) __m256i c = _mm256_set1_epi32(__LINE__);
+#define QG_STEP(c) c = _mm256_dpbusd_avx_epi32(c, a, b);
+#define QG_KEEP(c) asm volatile("" : "+x"(c));
+#define QG_SUM(c) s = _mm256_add_epi32(s, c);
+  QG_DOT12(QG_INIT)
+  for (int64_t it = 0; it < iters; ++it) {
+    QG_DOT12(QG_STEP)
+    QG_DOT12(QG_KEEP)
+  }
+  __m256i s = _mm256_setzero_si256();
+  QG_DOT12(QG_SUM)
+#undef QG_INIT
+#undef QG_STEP
+#undef QG_KEEP
+#undef QG_SUM
+  return static_cast<uint64_t>(static_cast<uint32_t>(_mm256_extract_epi32(s, 0)));
+}
+constexpr int64_t kMacsPerIterAvxVnni = 12 * 32;
 #undef QG_DOT16
 #undef QG_DOT12
 constexpr int64_t kMacsPerIterAvx2 = 12 * 32;
@@ -212,13 +236,17 @@ void measure_peak(ThreadPool& pool, Loop loop, int64_t macs_per_iter, Ceilings* 
       &c->int8_gops_cpu);
 }
 
-// The int8 peak with the widest instruction this CPU has (0 where neither AVX-512 VNNI nor AVX2).
+// The int8 peak with the widest instruction this CPU has (0 where neither AVX-512 VNNI nor AVX2):
+// vpdpbusd zmm, else vpdpbusd ymm (AVX-VNNI), else the AVX2 sequence.
 void measure_int8(ThreadPool& pool, Ceilings* c, int passes) {
 #if defined(__x86_64__)
   const CpuFeatures& f = cpu_features();
   if (f.avx512f && f.avx512vnni && f.os_avx512) {
     measure_peak(pool, dot_avx512vnni, kMacsPerIterVnni, c, passes);
     c->int8_isa = "vpdpbusd zmm (avx512vnni)";
+  } else if (f.avx2 && f.avx_vnni && f.os_avx) {
+    measure_peak(pool, dot_avxvnni, kMacsPerIterAvxVnni, c, passes);
+    c->int8_isa = "vpdpbusd ymm (avxvnni)";
   } else if (f.avx2 && f.os_avx) {
     measure_peak(pool, dot_avx2, kMacsPerIterAvx2, c, passes);
     c->int8_isa = "vpmaddubsw+vpmaddwd+vpaddd ymm (avx2)";
@@ -239,6 +267,23 @@ Ceilings measure_ceilings(ThreadPool& pool) {
 double int8_peak_gops(ThreadPool& pool, int passes) {
   Ceilings c;
   measure_int8(pool, &c, passes);
+  return c.int8_gops;
+}
+
+double int8_peak_gops_with(ThreadPool& pool, std::string_view instr, int passes) {
+  Ceilings c;
+#if defined(__x86_64__)
+  const CpuFeatures& f = cpu_features();
+  if (instr == "avx512vnni" && f.avx512f && f.avx512vnni && f.os_avx512) {
+    measure_peak(pool, dot_avx512vnni, kMacsPerIterVnni, &c, passes);
+  } else if (instr == "avxvnni" && f.avx2 && f.avx_vnni && f.os_avx) {
+    measure_peak(pool, dot_avxvnni, kMacsPerIterAvxVnni, &c, passes);
+  } else if (instr == "avx2" && f.avx2 && f.os_avx) {
+    measure_peak(pool, dot_avx2, kMacsPerIterAvx2, &c, passes);
+  }
+#else
+  (void)pool, (void)instr, (void)passes;
+#endif
   return c.int8_gops;
 }
 

@@ -3,13 +3,15 @@
 //  - read bandwidth: a streaming read of a buffer several times the last-level cache, all threads
 //    of the thread pool, widest vector loads the CPU has;
 //  - int8 peak: a register-only loop of independent int8 dot-product instructions on all threads
-//    (vpdpbusd zmm with AVX-512 VNNI, else vpmaddubsw + vpmaddwd + vpaddd ymm with AVX2), counted
+//    (vpdpbusd zmm with AVX-512 VNNI, else vpdpbusd ymm with AVX-VNNI, else vpmaddubsw +
+//    vpmaddwd + vpaddd ymm with AVX2), counted
 //    as 2 ops (multiply + add) per int8 multiply-accumulate.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace qgemma {
 
@@ -76,6 +78,9 @@ Ceilings measure_ceilings(ThreadPool& pool);
 const Ceilings& measure_ceilings();
 // The int8 peak alone, best of `passes` passes of about 60 ms (0 without AVX-512 VNNI or AVX2).
 double int8_peak_gops(ThreadPool& pool, int passes = 2);
+// The same with one instruction sequence: "avx512vnni" (vpdpbusd zmm), "avxvnni" (vpdpbusd ymm)
+// or "avx2" (vpmaddubsw + vpmaddwd + vpaddd); 0 when this CPU cannot run it.
+double int8_peak_gops_with(ThreadPool& pool, std::string_view instr, int passes = 1);
 // The measured values (zeros before measure_ceilings()).
 const Ceilings& ceilings();
 

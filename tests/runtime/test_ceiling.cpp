@@ -2,6 +2,9 @@
 // the resident-memory readings the benchmarks use to leave the probe out of their peak RSS.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
+#include "kernels/cpu.h"
 #include "runtime/ceiling.h"
 #include "runtime/threadpool.h"
 
@@ -48,6 +51,29 @@ TEST(Int8Peak, MeasuresSomethingOnX86) {
   EXPECT_GT(int8_peak_gops(pool, 1), 1.0);
 #else
   GTEST_SKIP() << "the int8 peak loop is x86 only";
+#endif
+}
+
+// Each instruction sequence this CPU has measures a positive rate; per instruction, zmm VNNI
+// does twice the work of ymm VNNI, which does the work of the three-instruction AVX2 sequence in
+// one: the rates must keep that order.
+TEST(Int8Peak, EachInstructionSequence) {
+#if defined(__x86_64__)
+  ThreadPool pool(1);
+  const CpuFeatures& f = cpu_features();
+  const double zmm = int8_peak_gops_with(pool, "avx512vnni");
+  const double ymm = int8_peak_gops_with(pool, "avxvnni");
+  const double avx2 = int8_peak_gops_with(pool, "avx2");
+  std::printf("[ peak     ] vpdpbusd zmm %.0f, vpdpbusd ymm %.0f, avx2 %.0f GOPS (1 thread)\n", zmm,
+              ymm, avx2);
+  EXPECT_EQ(zmm > 0, f.avx512f && f.avx512vnni && f.os_avx512);
+  EXPECT_EQ(ymm > 0, f.avx2 && f.avx_vnni && f.os_avx);
+  EXPECT_EQ(avx2 > 0, f.avx2 && f.os_avx);
+  if (zmm > 0 && ymm > 0) EXPECT_GT(zmm, 1.3 * ymm);
+  if (ymm > 0 && avx2 > 0) EXPECT_GT(ymm, 1.3 * avx2);
+  EXPECT_EQ(int8_peak_gops_with(pool, "sse"), 0.0);
+#else
+  GTEST_SKIP() << "the int8 peak loops are x86 only";
 #endif
 }
 
