@@ -102,7 +102,6 @@ __attribute__((target("avx512f,avx512vnni"))) uint64_t dot_avx512vnni(int64_t it
 }
 constexpr int64_t kMacsPerIterVnni = 16 * 64;
 
-
 // The AVX2 sequence: vpmaddubsw (u8 x s8 -> s16 pairs), vpmaddwd with ones (-> s32), vpaddd;
 // 12 independent chains of 32 multiply-accumulates (each chain multiplies its own accumulator's
 // bytes, so no product can be hoisted out of the loop).

@@ -69,8 +69,12 @@ TEST(Int8Peak, EachInstructionSequence) {
   EXPECT_EQ(zmm > 0, f.avx512f && f.avx512vnni && f.os_avx512);
   EXPECT_EQ(ymm > 0, f.avx2 && f.avx_vnni && f.os_avx);
   EXPECT_EQ(avx2 > 0, f.avx2 && f.os_avx);
-  if (zmm > 0 && ymm > 0) EXPECT_GT(zmm, 1.3 * ymm);
-  if (ymm > 0 && avx2 > 0) EXPECT_GT(ymm, 1.3 * avx2);
+  if (zmm > 0 && ymm > 0) {
+    EXPECT_GT(zmm, 1.3 * ymm);
+  }
+  if (ymm > 0 && avx2 > 0) {
+    EXPECT_GT(ymm, 1.3 * avx2);
+  }
   EXPECT_EQ(int8_peak_gops_with(pool, "sse"), 0.0);
 #else
   GTEST_SKIP() << "the int8 peak loops are x86 only";
