@@ -54,9 +54,9 @@ TEST(Int8Peak, MeasuresSomethingOnX86) {
 #endif
 }
 
-// Each instruction sequence this CPU has measures a positive rate; per instruction, zmm VNNI
-// does twice the work of ymm VNNI, which does the work of the three-instruction AVX2 sequence in
-// one: the rates must keep that order.
+// Each instruction sequence runs where the CPU has it (a positive rate) and is refused (0)
+// where it does not. The rates are printed, not compared: this is a unit test on a shared
+// machine, and timings belong to the benchmarks.
 TEST(Int8Peak, EachInstructionSequence) {
 #if defined(__x86_64__)
   ThreadPool pool(1);
@@ -69,12 +69,6 @@ TEST(Int8Peak, EachInstructionSequence) {
   EXPECT_EQ(zmm > 0, f.avx512f && f.avx512vnni && f.os_avx512);
   EXPECT_EQ(ymm > 0, f.avx2 && f.avx_vnni && f.os_avx);
   EXPECT_EQ(avx2 > 0, f.avx2 && f.os_avx);
-  if (zmm > 0 && ymm > 0) {
-    EXPECT_GT(zmm, 1.3 * ymm);
-  }
-  if (ymm > 0 && avx2 > 0) {
-    EXPECT_GT(ymm, 1.3 * avx2);
-  }
   EXPECT_EQ(int8_peak_gops_with(pool, "sse"), 0.0);
 #else
   GTEST_SKIP() << "the int8 peak loops are x86 only";
