@@ -232,7 +232,9 @@ void matmul_x8(const MatmulArgs& a, int64_t n0, int64_t n1) {
             prep.dx[r][b] = _cvtsh_ss(xr[r][b].d);
           }
         }
-        const MicroFn<kQ4> fn = streaming ? micro_for<kQ4, true>(rb) : micro_for<kQ4, false>(rb);
+        // The first tile of an N block reads its weights from memory, the others from L2.
+        const MicroFn<kQ4> fn =
+            streaming || t == 0 ? micro_for<kQ4, true>(rb) : micro_for<kQ4, false>(rb);
         for (int64_t n = nbeg; n < nend; n += 8) {
           fn(w + (n / 8) * nb + kc, kn, xr, prep, a.y + r0 * a.ldy + n, a.ldy, kc > 0);
         }
