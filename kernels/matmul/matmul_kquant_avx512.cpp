@@ -334,6 +334,27 @@ inline void prefetch_part(const X* blk, int part, int parts) {
   for (int l = l0; l < l1; ++l) _mm_prefetch(p + 64 * l, _MM_HINT_T0);
 }
 
+// The block's 64 six-bit mins as int16 in q4_kx8_min_index order (low nibbles of mins[], high
+// nibbles, plus bits 4..5 from the scale bytes' top bits): a = mins
+// #0..31 (dword lane 8 p + j = row j's sub-blocks 2p, 2p + 1 for p < 2), b = mins #32..63
+// (p = 2, 3). X = block_q4_Kx8 or block_q5_Kx8 (the same scale / min layout).
+struct KX8Mins {
+  __m512i a, b;
+};
+template <typename X>
+inline KX8Mins kx8_mins(const X* blk) {
+  const __m512i mn =
+      _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->mins)));
+  const __m512i sa =
+      _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->scales)));
+  const __m512i sb =
+      _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->scales + 32)));
+  const __m512i m0f16 = _mm512_set1_epi16(0x0f);
+  return {_mm512_ternarylogic_epi32(mn, _mm512_srli_epi16(sa, 2), m0f16, kSelect),
+          _mm512_ternarylogic_epi32(_mm512_srli_epi16(mn, 4), _mm512_srli_epi16(sb, 2), m0f16,
+                                    kSelect)};
+}
+
 // G groups (8 G rows) of Q4_Kx8 x one Q8_K row.
 template <int G>
 void q4_kx8_tile(const block_q4_Kx8* w, int64_t nb, const block_q8_K* x, float* y) {
@@ -378,19 +399,8 @@ void q4_kx8_tile(const block_q4_Kx8* w, int64_t nb, const block_q8_K* x, float* 
     const MinSums ms = min_sums(xb);
     const __m512 xd = _mm512_set1_ps(xb.d);
     for (int g = 0; g < G; ++g) {
-      // mins as int16 in min-index order: low nibbles of mins[] (0..31), high (32..63), plus
-      // bits 4..5 from the scale bytes' top bits.
-      const __m512i mn =
-          _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[g]->mins)));
-      const __m512i sa = _mm512_cvtepu8_epi16(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[g]->scales)));
-      const __m512i sb = _mm512_cvtepu8_epi16(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[g]->scales + 32)));
-      const __m512i m0f16 = _mm512_set1_epi16(0x0f);
-      const __m512i min_a = _mm512_ternarylogic_epi32(mn, _mm512_srli_epi16(sa, 2), m0f16, kSelect);
-      const __m512i min_b = _mm512_ternarylogic_epi32(_mm512_srli_epi16(mn, 4),
-                                                      _mm512_srli_epi16(sb, 2), m0f16, kSelect);
-      const __m512i mdot = _mm512_dpwssd_epi32(_mm512_madd_epi16(min_a, ms.a), min_b, ms.b);
+      const KX8Mins mins = kx8_mins(blk[g]);
+      const __m512i mdot = _mm512_dpwssd_epi32(_mm512_madd_epi16(mins.a, ms.a), mins.b, ms.b);
       const __m512 d = _mm512_mul_ps(f16x8_twice(blk[g]->d), xd);
       const __m512 dmin = _mm512_mul_ps(f16x8_twice(blk[g]->dmin), xd);
       const __m512 sum = _mm512_fmadd_ps(fo[g], _mm512_set1_ps(1.0f / 16), fe[g]);
@@ -529,21 +539,12 @@ void q4_kx8_rows(const block_q4_Kx8* w, int64_t nb, const uint8_t* x, size_t ldx
         fo[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi[r]), sh, fo[r]);
       }
     }
-    const __m512i mn =
-        _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->mins)));
-    const __m512i sa =
-        _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->scales)));
-    const __m512i sb = _mm512_cvtepu8_epi16(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->scales + 32)));
-    const __m512i m0f16 = _mm512_set1_epi16(0x0f);
-    const __m512i min_a = _mm512_ternarylogic_epi32(mn, _mm512_srli_epi16(sa, 2), m0f16, kSelect);
-    const __m512i min_b = _mm512_ternarylogic_epi32(_mm512_srli_epi16(mn, 4),
-                                                    _mm512_srli_epi16(sb, 2), m0f16, kSelect);
+    const KX8Mins mins = kx8_mins(blk);
     const __m512 d = f16x8_twice(blk->d);
     const __m512 dmin = f16x8_twice(blk->dmin);
     for (int r = 0; r < RB; ++r) {
       const MinSums ms = min_sums(xr[r][b]);
-      const __m512i mdot = _mm512_dpwssd_epi32(_mm512_madd_epi16(min_a, ms.a), min_b, ms.b);
+      const __m512i mdot = _mm512_dpwssd_epi32(_mm512_madd_epi16(mins.a, ms.a), mins.b, ms.b);
       const __m512 xd = _mm512_set1_ps(xr[r][b].d);
       const __m512 sum = _mm512_fmadd_ps(fo[r], _mm512_set1_ps(1.0f / 16), fe[r]);
       acc[r] = _mm512_fmadd_ps(sum, _mm512_mul_ps(d, xd), acc[r]);
@@ -662,23 +663,6 @@ inline void q5_kx8_scales(const block_q5_Kx8* blk, int c, __m512i m3f, __m512* s
   *sh = _mm512_shuffle_f32x4(s2, s2, 0xee);
 }
 
-// The block's 64 six-bit mins as int16 in q4_kx8_min_index order (as in q4_kx8_tile).
-struct Q5Mins {
-  __m512i a, b;
-};
-inline Q5Mins q5_kx8_mins(const block_q5_Kx8* blk) {
-  const __m512i mn =
-      _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->mins)));
-  const __m512i sa =
-      _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->scales)));
-  const __m512i sb =
-      _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->scales + 32)));
-  const __m512i m0f16 = _mm512_set1_epi16(0x0f);
-  return {_mm512_ternarylogic_epi32(mn, _mm512_srli_epi16(sa, 2), m0f16, kSelect),
-          _mm512_ternarylogic_epi32(_mm512_srli_epi16(mn, 4), _mm512_srli_epi16(sb, 2), m0f16,
-                                    kSelect)};
-}
-
 // G groups (8 G rows) of Q5_Kx8 x one Q8_K row.
 template <int G>
 void q5_kx8_tile(const block_q5_Kx8* w, int64_t nb, const block_q8_K* x, float* y) {
@@ -717,7 +701,7 @@ void q5_kx8_tile(const block_q5_Kx8* w, int64_t nb, const block_q8_K* x, float* 
     const MinSums ms = min_sums(xb);
     const __m512 xd = _mm512_set1_ps(xb.d);
     for (int g = 0; g < G; ++g) {
-      const Q5Mins mins = q5_kx8_mins(blk[g]);
+      const KX8Mins mins = kx8_mins(blk[g]);
       const __m512i mdot = _mm512_dpwssd_epi32(_mm512_madd_epi16(mins.a, ms.a), mins.b, ms.b);
       const __m512 d = _mm512_mul_ps(f16x8_twice(blk[g]->d), xd);
       const __m512 dmin = _mm512_mul_ps(f16x8_twice(blk[g]->dmin), xd);
@@ -762,7 +746,7 @@ void q5_kx8_rows(const block_q5_Kx8* w, int64_t nb, const uint8_t* x, size_t ldx
         fo[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi[r]), sh, fo[r]);
       }
     }
-    const Q5Mins mins = q5_kx8_mins(blk);
+    const KX8Mins mins = kx8_mins(blk);
     const __m512 d = f16x8_twice(blk->d);
     const __m512 dmin = f16x8_twice(blk->dmin);
     for (int r = 0; r < RB; ++r) {
@@ -934,22 +918,6 @@ inline __m512i dpwssd_bcast(__m512i acc, __m512i w, const int32_t* p) {
   return acc;
 }
 
-// The mins of one Q4_Kx8 block as int16 in q4_kx8_min_index order: a = mins #0..31 (dword lane
-// 8 p + j = row j's sub-blocks 2p, 2p + 1 for p < 2), b = mins #32..63 (p = 2, 3).
-template <typename X>
-inline void q4_kx8_mins16(const X* blk, __m512i* a, __m512i* b) {
-  const __m512i mn =
-      _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->mins)));
-  const __m512i sa =
-      _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->scales)));
-  const __m512i sb =
-      _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->scales + 32)));
-  const __m512i m0f16 = _mm512_set1_epi16(0x0f);
-  *a = _mm512_ternarylogic_epi32(mn, _mm512_srli_epi16(sa, 2), m0f16, kSelect);
-  *b =
-      _mm512_ternarylogic_epi32(_mm512_srli_epi16(mn, 4), _mm512_srli_epi16(sb, 2), m0f16, kSelect);
-}
-
 // Stores the code vectors of dword positions k (rows 0..7 from c0's lanes 0..7, rows 8..15 from
 // c1's) and k + 1 (their lanes 8..15).
 template <int S, int P>
@@ -999,13 +967,11 @@ void q4_kx8_prep_strip(const X* g0, const X* g1, int64_t kn, KStripBlock<8, 4>* 
     }
     _mm512_store_ps(o.neg,
                     _mm512_sub_ps(_mm512_setzero_ps(), load_f16_pair(x[0]->dmin, x[1]->dmin)));
-    __m512i a0, b0, a1, b1;
-    q4_kx8_mins16(x[0], &a0, &b0);
-    q4_kx8_mins16(x[1], &a1, &b1);
-    _mm512_store_si512(o.pairs[0], _mm512_shuffle_i64x2(a0, a1, 0x44));
-    _mm512_store_si512(o.pairs[1], _mm512_shuffle_i64x2(a0, a1, 0xee));
-    _mm512_store_si512(o.pairs[2], _mm512_shuffle_i64x2(b0, b1, 0x44));
-    _mm512_store_si512(o.pairs[3], _mm512_shuffle_i64x2(b0, b1, 0xee));
+    const KX8Mins m0 = kx8_mins(x[0]), m1 = kx8_mins(x[1]);
+    _mm512_store_si512(o.pairs[0], _mm512_shuffle_i64x2(m0.a, m1.a, 0x44));
+    _mm512_store_si512(o.pairs[1], _mm512_shuffle_i64x2(m0.a, m1.a, 0xee));
+    _mm512_store_si512(o.pairs[2], _mm512_shuffle_i64x2(m0.b, m1.b, 0x44));
+    _mm512_store_si512(o.pairs[3], _mm512_shuffle_i64x2(m0.b, m1.b, 0xee));
   }
 }
 
