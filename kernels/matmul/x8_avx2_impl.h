@@ -23,7 +23,8 @@
 // held for all rows; AVX-VNNI 6: RB int32 + RB float accumulators in the 16 ymm registers with
 // the weight vector, its decoded half and the broadcast). Loops: K chunks of kChunk blocks;
 // activation tiles of about equal size; one tile streams the weights once (with software
-// prefetch), more take N blocks of ~kL2Target bytes reused from L2 by every tile.
+// prefetch), more take N blocks of ~kL2Target bytes reused from L2 by every tile (the first
+// tile, which brings them from memory, prefetches).
 #pragma once
 
 #if !defined(__AVX2__) || !defined(__FMA__) || !defined(__F16C__)
@@ -86,9 +87,9 @@ inline int32_t block_sum(const block_q8_0& x) {
 template <bool kQ4>
 using BlockOf = std::conditional_t<kQ4, block_q4_0x8, block_q8_0x8>;
 
-// Software prefetch distance in blocks when the weights stream from memory (one activation
-// tile): the hardware prefetcher alone kept one stream per core at ~55% of the read bandwidth
-// here, 16 blocks (2.3 KiB) ahead ~75-80% (session 7).
+// Software prefetch distance in blocks when the weights come from memory (one activation tile,
+// or the first tile of an N block): the hardware prefetcher alone kept one stream per core at ~55%
+// of the read bandwidth here, 16 blocks (2.3 KiB) ahead ~75-80% (session 7).
 constexpr int64_t kPrefetchBlocks = 16;
 
 // 8 weight rows (one group) x RB activation rows over blocks [0, nb) of one K chunk. kStream:
